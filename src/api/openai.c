@@ -1,0 +1,1215 @@
+/* openai.c - OpenAI request parsing and response building.
+ *
+ * DESIGN: parsing walks the jansson tree once, field by field, and stops at
+ * the first fault with an OpenAI-style error that names the field (its path
+ * in err->param, e.g. "messages[1].content", and again in the message). A
+ * JSON null for an optional field means "not given". Unknown fields are
+ * ignored, as OpenAI does. On failure everything allocated so far is freed
+ * and *out is left zeroed.
+ *
+ * Builders make jansson trees and dump them compact. Text from the model is
+ * supposed to be UTF-8 but a model can emit anything, so every string goes
+ * through json_str(), which validates and replaces each invalid sequence with
+ * U+FFFD: the JSON we send is always valid. Embeddings are written straight
+ * into a buf instead, since a tree of millions of json_real nodes would cost
+ * far more memory than the text it becomes.
+ */
+#include "api/openai.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "util/buf.h"
+
+/* Room for a field path; corral_err_set truncates it to CORRAL_ERR_PARAM_MAX. */
+#define PARAM_MAX 128
+
+/* ================================================================ helpers */
+
+/* An optional member: NULL when it is absent or JSON null. */
+static json_t *opt_get(const json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+/* Format a field path such as "messages[2].content"; a path too long for
+ * the buffer is cut short (it is only used in messages). */
+static void path_fmt(char *dst, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void path_fmt(char *dst, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, size, fmt, ap);
+    va_end(ap);
+}
+
+/* "'<param>' must be <what>" as CORRAL_INVALID_REQUEST. */
+static enum corral_status bad_type(struct corral_err *err, const char *param, const char *what)
+{
+    return corral_err_set(err, CORRAL_INVALID_REQUEST, param, "'%s' must be %s", param, what);
+}
+
+static enum corral_status missing(struct corral_err *err, const char *param)
+{
+    return corral_err_set(err, CORRAL_INVALID_REQUEST, param, "missing required field '%s'",
+                          param);
+}
+
+static enum corral_status no_memory(struct corral_err *err)
+{
+    return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+}
+
+/* strdup that reports failure through err. */
+static char *dup_str(const char *s, size_t n, struct corral_err *err)
+{
+    char *p = malloc(n + 1);
+    if (!p) {
+        no_memory(err);
+        return NULL;
+    }
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* Optional number in [lo, hi]; integers accepted. Leaves *out alone if absent. */
+static enum corral_status get_float(const json_t *obj, const char *key, double lo, double hi,
+                                    float *out, struct corral_err *err)
+{
+    json_t *v = opt_get(obj, key);
+    if (!v)
+        return CORRAL_OK;
+    if (!json_is_number(v))
+        return bad_type(err, key, "a number");
+    double d = json_number_value(v);
+    if (!(d >= lo && d <= hi))
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, key,
+                              "'%s' must be between %g and %g, got %g", key, lo, hi, d);
+    *out = (float)d;
+    return CORRAL_OK;
+}
+
+/* Optional integer >= lo. *given says whether it was there. */
+static enum corral_status get_int(const json_t *obj, const char *key, json_int_t lo,
+                                  json_int_t *out, bool *given, struct corral_err *err)
+{
+    *given = false;
+    json_t *v = opt_get(obj, key);
+    if (!v)
+        return CORRAL_OK;
+    if (!json_is_integer(v))
+        return bad_type(err, key, "an integer");
+    json_int_t i = json_integer_value(v);
+    if (i < lo)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, key,
+                              "'%s' must be at least %" JSON_INTEGER_FORMAT
+                              ", got %" JSON_INTEGER_FORMAT,
+                              key, lo, i);
+    *out = i;
+    *given = true;
+    return CORRAL_OK;
+}
+
+static enum corral_status get_bool(const json_t *obj, const char *key, bool *out,
+                                   struct corral_err *err)
+{
+    json_t *v = opt_get(obj, key);
+    if (!v)
+        return CORRAL_OK;
+    if (!json_is_boolean(v))
+        return bad_type(err, key, "a boolean");
+    *out = json_is_true(v);
+    return CORRAL_OK;
+}
+
+/* Optional string, copied into *out (caller frees). */
+static enum corral_status get_str(const json_t *obj, const char *key, char **out,
+                                  struct corral_err *err)
+{
+    json_t *v = opt_get(obj, key);
+    if (!v)
+        return CORRAL_OK;
+    if (!json_is_string(v))
+        return bad_type(err, key, "a string");
+    *out = dup_str(json_string_value(v), json_string_length(v), err);
+    return *out ? CORRAL_OK : CORRAL_NOMEM;
+}
+
+static int32_t clamp_i32(json_int_t v)
+{
+    return v > INT32_MAX ? INT32_MAX : (int32_t)v;
+}
+
+/* ================================================================ model */
+
+static enum corral_status parse_model(const json_t *root, struct api_request *out,
+                                      struct corral_err *err)
+{
+    json_t *v = opt_get(root, "model");
+    if (!v)
+        return missing(err, "model");
+    if (!json_is_string(v))
+        return bad_type(err, "model", "a string");
+    if (json_string_length(v) == 0)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "model", "'model' must not be empty");
+    out->model = dup_str(json_string_value(v), json_string_length(v), err);
+    return out->model ? CORRAL_OK : CORRAL_NOMEM;
+}
+
+/* ================================================================ chat */
+
+static const char *const chat_roles[] = {"system", "user", "assistant", "developer", "tool"};
+
+/* Join the text parts of a content array with "\n" into *text. */
+static enum corral_status parse_content_parts(const json_t *arr, const char *param, char **text,
+                                              struct corral_err *err)
+{
+    enum corral_status st = CORRAL_OK;
+    char path[PARAM_MAX], field[PARAM_MAX];
+    struct buf b;
+    buf_init(&b, 0);
+    size_t i;
+    json_t *part;
+    json_array_foreach(arr, i, part) {
+        path_fmt(path, sizeof path, "%s[%zu]", param, i);
+        if (!json_is_object(part)) {
+            st = bad_type(err, path, "an object");
+            goto fail;
+        }
+        path_fmt(field, sizeof field, "%s.type", path);
+        json_t *type = opt_get(part, "type");
+        if (!type) {
+            st = missing(err, field);
+            goto fail;
+        }
+        if (!json_is_string(type)) {
+            st = bad_type(err, field, "a string");
+            goto fail;
+        }
+        if (strcmp(json_string_value(type), "text") != 0) {
+            st = corral_err_set(err, CORRAL_UNSUPPORTED, field,
+                                "content part type '%.64s' is not supported (in '%s'); only "
+                                "'text' parts are",
+                                json_string_value(type), path);
+            goto fail;
+        }
+        path_fmt(field, sizeof field, "%s.text", path);
+        json_t *t = opt_get(part, "text");
+        if (!t) {
+            st = missing(err, field);
+            goto fail;
+        }
+        if (!json_is_string(t)) {
+            st = bad_type(err, field, "a string");
+            goto fail;
+        }
+        if ((i > 0 && buf_append(&b, "\n", 1) < 0) ||
+            buf_append(&b, json_string_value(t), json_string_length(t)) < 0) {
+            st = no_memory(err);
+            goto fail;
+        }
+    }
+    *text = buf_steal(&b, NULL); /* "" for an empty array */
+    return *text ? CORRAL_OK : no_memory(err);
+fail:
+    buf_free(&b);
+    return st;
+}
+
+static enum corral_status parse_message(const json_t *m, size_t idx, struct api_message *msg,
+                                       struct corral_err *err)
+{
+    char path[PARAM_MAX];
+    path_fmt(path, sizeof path, "messages[%zu]", idx);
+    if (!json_is_object(m))
+        return bad_type(err, path, "an object");
+
+    path_fmt(path, sizeof path, "messages[%zu].role", idx);
+    json_t *role = opt_get(m, "role");
+    if (!role)
+        return missing(err, path);
+    if (!json_is_string(role))
+        return bad_type(err, path, "a string");
+    const char *r = json_string_value(role);
+    const char *canon = NULL;
+    for (size_t k = 0; k < sizeof chat_roles / sizeof chat_roles[0]; k++)
+        if (strcmp(r, chat_roles[k]) == 0)
+            canon = chat_roles[k];
+    if (!canon)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, path,
+                              "'%s' must be one of system, user, assistant, developer, tool, "
+                              "got '%.64s'",
+                              path, r);
+    if (strcmp(canon, "developer") == 0)
+        canon = "system";
+
+    path_fmt(path, sizeof path, "messages[%zu].content", idx);
+    json_t *content = opt_get(m, "content");
+    char *text = NULL;
+    enum corral_status st = CORRAL_OK;
+    if (!content) {
+        if (strcmp(canon, "assistant") != 0)
+            return missing(err, path);
+        text = dup_str("", 0, err);
+        if (!text)
+            return CORRAL_NOMEM;
+    } else if (json_is_string(content)) {
+        text = dup_str(json_string_value(content), json_string_length(content), err);
+        if (!text)
+            return CORRAL_NOMEM;
+    } else if (json_is_array(content)) {
+        st = parse_content_parts(content, path, &text, err);
+        if (st != CORRAL_OK)
+            return st;
+    } else {
+        return bad_type(err, path, "a string or an array of content parts");
+    }
+
+    msg->role = dup_str(canon, strlen(canon), err);
+    if (!msg->role) {
+        free(text);
+        return CORRAL_NOMEM;
+    }
+    msg->content = text;
+    return CORRAL_OK;
+}
+
+static enum corral_status parse_messages(const json_t *root, struct api_request *out,
+                                         struct corral_err *err)
+{
+    json_t *arr = opt_get(root, "messages");
+    if (!arr)
+        return missing(err, "messages");
+    if (!json_is_array(arr))
+        return bad_type(err, "messages", "an array");
+    size_t n = json_array_size(arr);
+    if (n == 0)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "messages",
+                              "'messages' must contain at least one message");
+    out->messages = calloc(n, sizeof *out->messages);
+    if (!out->messages)
+        return no_memory(err);
+    for (size_t i = 0; i < n; i++) {
+        enum corral_status st = parse_message(json_array_get(arr, i), i, &out->messages[i], err);
+        if (st != CORRAL_OK)
+            return st; /* the caller frees what was filled */
+        out->n_messages = i + 1;
+    }
+    return CORRAL_OK;
+}
+
+/* ================================================================ completion */
+
+static enum corral_status parse_tokens(const json_t *arr, const char *param,
+                                       struct api_request *out, struct corral_err *err)
+{
+    size_t n = json_array_size(arr);
+    if (n == 0)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, param, "'%s' must not be empty", param);
+    int32_t *toks = malloc(n * sizeof *toks);
+    if (!toks)
+        return no_memory(err);
+    char path[PARAM_MAX];
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(arr, i);
+        path_fmt(path, sizeof path, "%s[%zu]", param, i);
+        if (!json_is_integer(t)) {
+            free(toks);
+            return bad_type(err, path, "an integer token id");
+        }
+        json_int_t v = json_integer_value(t);
+        if (v < 0 || v > INT32_MAX) {
+            free(toks);
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, path,
+                                  "'%s' must be a token id between 0 and 2147483647, "
+                                  "got %" JSON_INTEGER_FORMAT,
+                                  path, v);
+        }
+        toks[i] = (int32_t)v;
+    }
+    out->prompt_tokens = toks;
+    out->n_prompt_tokens = n;
+    return CORRAL_OK;
+}
+
+static enum corral_status parse_prompt(const json_t *root, struct api_request *out,
+                                       struct corral_err *err)
+{
+    json_t *p = opt_get(root, "prompt");
+    if (!p)
+        return missing(err, "prompt");
+    if (json_is_string(p)) {
+        out->prompt = dup_str(json_string_value(p), json_string_length(p), err);
+        return out->prompt ? CORRAL_OK : CORRAL_NOMEM;
+    }
+    if (!json_is_array(p))
+        return bad_type(err, "prompt",
+                        "a string, an array of token ids or an array of one of those");
+    size_t n = json_array_size(p);
+    if (n == 0)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "prompt", "'prompt' must not be empty");
+    json_t *first = json_array_get(p, 0);
+    if (json_is_string(first) || json_is_array(first)) {
+        /* A list of prompts. */
+        if (n > 1)
+            return corral_err_set(err, CORRAL_UNSUPPORTED, "prompt",
+                                  "multiple prompts in one request are not supported; send one "
+                                  "request per prompt");
+        if (json_is_string(first)) {
+            out->prompt = dup_str(json_string_value(first), json_string_length(first), err);
+            return out->prompt ? CORRAL_OK : CORRAL_NOMEM;
+        }
+        return parse_tokens(first, "prompt[0]", out, err);
+    }
+    return parse_tokens(p, "prompt", out, err);
+}
+
+static enum corral_status parse_completion_only(const json_t *root, struct corral_err *err)
+{
+    bool echo = false;
+    enum corral_status st = get_bool(root, "echo", &echo, err);
+    if (st != CORRAL_OK)
+        return st;
+    if (echo)
+        return corral_err_set(err, CORRAL_UNSUPPORTED, "echo", "'echo' is not supported");
+
+    json_t *suffix = opt_get(root, "suffix");
+    if (suffix) {
+        if (!json_is_string(suffix))
+            return bad_type(err, "suffix", "a string");
+        if (json_string_length(suffix) > 0)
+            return corral_err_set(err, CORRAL_UNSUPPORTED, "suffix",
+                                  "'suffix' (insertion) is not supported");
+    }
+
+    json_int_t best_of = 1;
+    bool given;
+    st = get_int(root, "best_of", 1, &best_of, &given, err);
+    if (st != CORRAL_OK)
+        return st;
+    if (best_of > 1)
+        return corral_err_set(err, CORRAL_UNSUPPORTED, "best_of", "best_of > 1 is not supported");
+    return CORRAL_OK;
+}
+
+/* ================================================================ embeddings */
+
+static enum corral_status parse_input(const json_t *root, struct api_request *out,
+                                      struct corral_err *err)
+{
+    json_t *in = opt_get(root, "input");
+    if (!in)
+        return missing(err, "input");
+    if (json_is_string(in)) {
+        if (json_string_length(in) == 0)
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "input",
+                                  "'input' must not be empty");
+        out->inputs = calloc(1, sizeof *out->inputs);
+        if (!out->inputs)
+            return no_memory(err);
+        out->inputs[0] = dup_str(json_string_value(in), json_string_length(in), err);
+        if (!out->inputs[0])
+            return CORRAL_NOMEM;
+        out->n_inputs = 1;
+        return CORRAL_OK;
+    }
+    if (!json_is_array(in))
+        return bad_type(err, "input", "a string or an array of strings");
+    size_t n = json_array_size(in);
+    if (n == 0)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "input", "'input' must not be empty");
+    if (n > API_MAX_EMBED_INPUTS)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "input",
+                              "'input' may contain at most %d items, got %zu", API_MAX_EMBED_INPUTS,
+                              n);
+    out->inputs = calloc(n, sizeof *out->inputs);
+    if (!out->inputs)
+        return no_memory(err);
+    char path[PARAM_MAX];
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(in, i);
+        path_fmt(path, sizeof path, "input[%zu]", i);
+        if (json_is_integer(s) || json_is_array(s))
+            return corral_err_set(err, CORRAL_UNSUPPORTED, "input",
+                                  "token arrays as 'input' are not supported; send text");
+        if (!json_is_string(s))
+            return bad_type(err, path, "a string");
+        if (json_string_length(s) == 0)
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, path, "'%s' must not be empty",
+                                  path);
+        out->inputs[i] = dup_str(json_string_value(s), json_string_length(s), err);
+        if (!out->inputs[i])
+            return CORRAL_NOMEM;
+        out->n_inputs = i + 1;
+    }
+    return CORRAL_OK;
+}
+
+static enum corral_status parse_embedding_opts(const json_t *root, struct api_request *out,
+                                               struct corral_err *err)
+{
+    json_t *fmt = opt_get(root, "encoding_format");
+    if (fmt) {
+        if (!json_is_string(fmt))
+            return bad_type(err, "encoding_format", "a string");
+        const char *f = json_string_value(fmt);
+        if (strcmp(f, "base64") == 0)
+            out->encoding_base64 = true;
+        else if (strcmp(f, "float") != 0)
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "encoding_format",
+                                  "'encoding_format' must be 'float' or 'base64', got '%.64s'", f);
+    }
+    if (opt_get(root, "dimensions"))
+        return corral_err_set(err, CORRAL_UNSUPPORTED, "dimensions",
+                              "'dimensions' is not supported; embeddings have the model's size");
+    return get_str(root, "user", &out->user, err);
+}
+
+/* ================================================================ sampling */
+
+static enum corral_status parse_stop(const json_t *root, struct api_sampling *s,
+                                     struct corral_err *err)
+{
+    json_t *v = opt_get(root, "stop");
+    if (!v)
+        return CORRAL_OK;
+    if (json_is_string(v)) {
+        if (json_string_length(v) == 0)
+            return CORRAL_OK;
+        s->stop[0] = dup_str(json_string_value(v), json_string_length(v), err);
+        if (!s->stop[0])
+            return CORRAL_NOMEM;
+        s->n_stop = 1;
+        return CORRAL_OK;
+    }
+    if (!json_is_array(v))
+        return bad_type(err, "stop", "a string or an array of strings");
+    size_t n = json_array_size(v);
+    if (n > API_MAX_STOP)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "stop",
+                              "'stop' may contain at most %d sequences, got %zu", API_MAX_STOP, n);
+    char path[PARAM_MAX];
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+        path_fmt(path, sizeof path, "stop[%zu]", i);
+        if (!json_is_string(e))
+            return bad_type(err, path, "a string");
+        if (json_string_length(e) == 0)
+            continue;
+        s->stop[s->n_stop] = dup_str(json_string_value(e), json_string_length(e), err);
+        if (!s->stop[s->n_stop])
+            return CORRAL_NOMEM;
+        s->n_stop++;
+    }
+    return CORRAL_OK;
+}
+
+/* Fields OpenAI has and corral does not: tools, logprobs, n > 1, ... */
+static enum corral_status parse_unsupported(const json_t *root, enum api_kind kind,
+                                            struct corral_err *err)
+{
+    json_int_t n = 1;
+    bool given;
+    enum corral_status st = get_int(root, "n", 1, &n, &given, err);
+    if (st != CORRAL_OK)
+        return st;
+    if (n > 1)
+        return corral_err_set(err, CORRAL_UNSUPPORTED, "n", "n > 1 is not supported");
+
+    json_t *v = opt_get(root, "logprobs");
+    if (v) {
+        /* chat: a boolean; legacy completions: an integer count. */
+        if (json_is_true(v) || (kind == API_COMPLETION && json_is_integer(v)))
+            return corral_err_set(err, CORRAL_UNSUPPORTED, "logprobs",
+                                  "'logprobs' is not supported");
+        if (!json_is_false(v))
+            return bad_type(err, "logprobs",
+                            kind == API_COMPLETION ? "an integer" : "a boolean");
+    }
+    if (opt_get(root, "top_logprobs"))
+        return corral_err_set(err, CORRAL_UNSUPPORTED, "top_logprobs",
+                              "'top_logprobs' is not supported");
+
+    static const char *const list_keys[] = {"tools", "functions"};
+    for (size_t i = 0; i < 2; i++) {
+        v = opt_get(root, list_keys[i]);
+        if (v && !(json_is_array(v) && json_array_size(v) == 0))
+            return corral_err_set(err, CORRAL_UNSUPPORTED, list_keys[i],
+                                  "'%s' (function calling) is not supported", list_keys[i]);
+    }
+    static const char *const choice_keys[] = {"tool_choice", "function_call"};
+    for (size_t i = 0; i < 2; i++) {
+        v = opt_get(root, choice_keys[i]);
+        if (v && !(json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
+            return corral_err_set(err, CORRAL_UNSUPPORTED, choice_keys[i],
+                                  "'%s' (function calling) is not supported", choice_keys[i]);
+    }
+    return CORRAL_OK;
+}
+
+static enum corral_status parse_response_format(const json_t *root, struct api_sampling *s,
+                                                struct corral_err *err)
+{
+    json_t *rf = opt_get(root, "response_format");
+    if (!rf)
+        return CORRAL_OK;
+    if (!json_is_object(rf))
+        return bad_type(err, "response_format", "an object");
+    json_t *t = opt_get(rf, "type");
+    if (!t)
+        return missing(err, "response_format.type");
+    if (!json_is_string(t))
+        return bad_type(err, "response_format.type", "a string");
+    const char *type = json_string_value(t);
+    if (strcmp(type, "text") == 0)
+        return CORRAL_OK;
+    if (strcmp(type, "json_object") == 0) {
+        s->json_object = true;
+        return CORRAL_OK;
+    }
+    return corral_err_set(err, CORRAL_UNSUPPORTED, "response_format.type",
+                          "response_format type '%.64s' is not supported; use 'text' or "
+                          "'json_object'",
+                          type);
+}
+
+static enum corral_status parse_stream(const json_t *root, struct api_request *out,
+                                       struct corral_err *err)
+{
+    enum corral_status st = get_bool(root, "stream", &out->stream, err);
+    if (st != CORRAL_OK || !out->stream)
+        return st; /* stream_options without stream is ignored */
+    json_t *so = opt_get(root, "stream_options");
+    if (!so)
+        return CORRAL_OK;
+    if (!json_is_object(so))
+        return bad_type(err, "stream_options", "an object");
+    json_t *iu = opt_get(so, "include_usage");
+    if (iu) {
+        if (!json_is_boolean(iu))
+            return bad_type(err, "stream_options.include_usage", "a boolean");
+        out->include_usage = json_is_true(iu);
+    }
+    return CORRAL_OK;
+}
+
+static enum corral_status parse_sampling(const json_t *root, enum api_kind kind,
+                                         struct api_request *out, struct corral_err *err)
+{
+    struct api_sampling *s = &out->sampling;
+    enum corral_status st;
+    json_int_t iv = 0;
+    bool given;
+
+    if ((st = get_int(root, "max_tokens", 1, &iv, &given, err)) != CORRAL_OK)
+        return st;
+    if (given)
+        s->max_tokens = clamp_i32(iv);
+    if ((st = get_int(root, "max_completion_tokens", 1, &iv, &given, err)) != CORRAL_OK)
+        return st;
+    if (given)
+        s->max_tokens = clamp_i32(iv);
+
+    if ((st = get_float(root, "temperature", 0, 2, &s->temperature, err)) != CORRAL_OK ||
+        (st = get_float(root, "top_p", 0, 1, &s->top_p, err)) != CORRAL_OK ||
+        (st = get_float(root, "min_p", 0, 1, &s->min_p, err)) != CORRAL_OK ||
+        (st = get_float(root, "presence_penalty", -2, 2, &s->presence_penalty, err)) !=
+            CORRAL_OK ||
+        (st = get_float(root, "frequency_penalty", -2, 2, &s->frequency_penalty, err)) !=
+            CORRAL_OK)
+        return st;
+
+    if ((st = get_int(root, "top_k", 0, &iv, &given, err)) != CORRAL_OK)
+        return st;
+    if (given)
+        s->top_k = clamp_i32(iv);
+
+    if ((st = get_int(root, "seed", INT64_MIN, &iv, &given, err)) != CORRAL_OK)
+        return st;
+    if (given) {
+        s->has_seed = true;
+        s->seed = (uint64_t)iv;
+    }
+
+    if ((st = parse_stop(root, s, err)) != CORRAL_OK ||
+        (st = parse_unsupported(root, kind, err)) != CORRAL_OK ||
+        (st = parse_response_format(root, s, err)) != CORRAL_OK ||
+        (st = parse_stream(root, out, err)) != CORRAL_OK)
+        return st;
+    return get_str(root, "user", &out->user, err);
+}
+
+/* ================================================================ parse */
+
+static void request_defaults(struct api_request *out, enum api_kind kind)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->sampling.max_tokens = -1;
+    out->sampling.temperature = 1.0f;
+    out->sampling.top_p = 1.0f;
+}
+
+enum corral_status api_request_parse(enum api_kind kind, const char *body, size_t len,
+                                     struct api_request *out, struct corral_err *err)
+{
+    enum corral_status st;
+    json_error_t jerr;
+
+    request_defaults(out, kind);
+    corral_err_clear(err);
+
+    json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_DECODE_ANY, &jerr);
+    if (!root)
+        return corral_err_set(err, CORRAL_INVALID_JSON, NULL,
+                              "invalid JSON at line %d, column %d (position %d): %s", jerr.line,
+                              jerr.column, jerr.position, jerr.text);
+    if (!json_is_object(root)) {
+        st = corral_err_set(err, CORRAL_INVALID_REQUEST, NULL,
+                            "request body must be a JSON object");
+        goto fail;
+    }
+    if ((st = parse_model(root, out, err)) != CORRAL_OK)
+        goto fail;
+
+    switch (kind) {
+    case API_CHAT:
+        if ((st = parse_messages(root, out, err)) != CORRAL_OK ||
+            (st = parse_sampling(root, kind, out, err)) != CORRAL_OK)
+            goto fail;
+        break;
+    case API_COMPLETION:
+        if ((st = parse_prompt(root, out, err)) != CORRAL_OK ||
+            (st = parse_completion_only(root, err)) != CORRAL_OK ||
+            (st = parse_sampling(root, kind, out, err)) != CORRAL_OK)
+            goto fail;
+        break;
+    case API_EMBEDDING:
+        if ((st = parse_input(root, out, err)) != CORRAL_OK ||
+            (st = parse_embedding_opts(root, out, err)) != CORRAL_OK)
+            goto fail;
+        break;
+    default:
+        st = corral_err_set(err, CORRAL_INTERNAL, NULL, "unknown request kind %d", (int)kind);
+        goto fail;
+    }
+    json_decref(root);
+    return CORRAL_OK;
+
+fail:
+    json_decref(root);
+    api_request_free(out);
+    return st;
+}
+
+void api_request_free(struct api_request *req)
+{
+    if (!req)
+        return;
+    free(req->model);
+    for (size_t i = 0; i < req->n_messages; i++) {
+        free(req->messages[i].role);
+        free(req->messages[i].content);
+    }
+    /* A message that failed half-way is not counted in n_messages. */
+    free(req->messages);
+    free(req->prompt);
+    free(req->prompt_tokens);
+    if (req->inputs)
+        for (size_t i = 0; i < req->n_inputs; i++)
+            free(req->inputs[i]);
+    free(req->inputs);
+    for (int i = 0; i < req->sampling.n_stop && i < API_MAX_STOP; i++)
+        free(req->sampling.stop[i]);
+    free(req->user);
+    memset(req, 0, sizeof *req);
+}
+
+/* ================================================================ UTF-8 */
+
+/* Length of the valid UTF-8 sequence at s[0..n) (1..4), or 0 if it is not
+ * one; *bad_len is then the number of bytes to replace with one U+FFFD (the
+ * maximal subpart of a sequence, at least 1, as Unicode recommends). */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad_len)
+{
+    unsigned char c = s[0];
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xBF;
+    *bad_len = 1;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        need = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* no overlongs */
+        else if (c == 0xED)
+            hi = 0x9F; /* no surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F; /* <= U+10FFFF */
+    } else {
+        return 0;
+    }
+    for (size_t k = 1; k < need; k++) {
+        if (k >= n)
+            return 0;
+        unsigned char b = s[k];
+        if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF))
+            return 0;
+        *bad_len = k + 1;
+    }
+    return need;
+}
+
+/* A JSON string from s[0..n), with invalid UTF-8 replaced by U+FFFD.
+ * NULL only when out of memory. Returns a new reference. */
+static json_t *json_str(const char *s, size_t n)
+{
+    if (!s)
+        return json_string("");
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, bad;
+    while (i < n) {
+        size_t k = utf8_seq(u + i, n - i, &bad);
+        if (!k)
+            break;
+        i += k;
+    }
+    if (i == n)
+        return json_stringn_nocheck(s, n);
+
+    /* Rare path: copy with replacements. Each bad byte grows to at most 3. */
+    struct buf b;
+    buf_init(&b, 0);
+    if (buf_append(&b, s, i) < 0)
+        goto fail;
+    while (i < n) {
+        size_t k = utf8_seq(u + i, n - i, &bad);
+        if (k) {
+            if (buf_append(&b, s + i, k) < 0)
+                goto fail;
+            i += k;
+        } else {
+            if (buf_append(&b, "\xEF\xBF\xBD", 3) < 0)
+                goto fail;
+            i += bad;
+        }
+    }
+    json_t *j = json_stringn_nocheck(b.data, b.len);
+    buf_free(&b);
+    return j;
+fail:
+    buf_free(&b);
+    return NULL;
+}
+
+static json_t *json_cstr(const char *s)
+{
+    return json_str(s, s ? strlen(s) : 0);
+}
+
+/* ================================================================ builders */
+
+/* Set obj[key] = v, taking v's reference; fails on a NULL v. */
+static int put(json_t *obj, const char *key, json_t *v)
+{
+    return v ? json_object_set_new(obj, key, v) : -1;
+}
+
+static json_t *finish_json(const char *finish_reason)
+{
+    return finish_reason ? json_cstr(finish_reason) : json_null();
+}
+
+static json_t *usage_json(const struct api_usage *u)
+{
+    struct api_usage zero = {0, 0, 0};
+    if (!u)
+        u = &zero;
+    json_t *o = json_object();
+    json_t *details = json_object();
+    if (!o || !details ||
+        put(details, "cached_tokens", json_integer(u->cached_tokens)) < 0 ||
+        put(o, "prompt_tokens", json_integer(u->prompt_tokens)) < 0 ||
+        put(o, "completion_tokens", json_integer(u->completion_tokens)) < 0 ||
+        put(o, "total_tokens", json_integer(u->prompt_tokens + u->completion_tokens)) < 0)
+        goto fail;
+    if (put(o, "prompt_tokens_details", details) < 0) {
+        details = NULL; /* put consumed it */
+        goto fail;
+    }
+    return o;
+fail:
+    json_decref(details);
+    json_decref(o);
+    return NULL;
+}
+
+/* The common head of completion objects. */
+static json_t *head_json(const char *id, const char *object, int64_t created, const char *model)
+{
+    json_t *o = json_object();
+    if (!o || put(o, "id", json_cstr(id)) < 0 || put(o, "object", json_string(object)) < 0 ||
+        put(o, "created", json_integer(created)) < 0 || put(o, "model", json_cstr(model)) < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Dump and drop a tree; NULL in gives NULL out. */
+static char *dump_json(json_t *root)
+{
+    if (!root)
+        return NULL;
+    char *s = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return s;
+}
+
+char *api_completion_json(enum api_kind kind, const char *id, int64_t created,
+                          const char *model, const char *text, size_t text_len,
+                          const char *finish_reason, const struct api_usage *usage)
+{
+    bool chat = kind == API_CHAT;
+    json_t *root = head_json(id, chat ? "chat.completion" : "text_completion", created, model);
+    json_t *choices = json_array();
+    json_t *choice = json_object();
+    if (!root || !choices || !choice || put(choice, "index", json_integer(0)) < 0)
+        goto fail;
+    if (chat) {
+        json_t *msg = json_object();
+        if (!msg)
+            goto fail;
+        if (put(msg, "role", json_string("assistant")) < 0 ||
+            put(msg, "content", json_str(text, text ? text_len : 0)) < 0) {
+            json_decref(msg);
+            goto fail;
+        }
+        if (put(choice, "message", msg) < 0)
+            goto fail;
+    } else if (put(choice, "text", json_str(text, text ? text_len : 0)) < 0) {
+        goto fail;
+    }
+    if (put(choice, "finish_reason", finish_json(finish_reason)) < 0 ||
+        put(choice, "logprobs", json_null()) < 0)
+        goto fail;
+    json_t *c = choice;
+    choice = NULL;
+    if (json_array_append_new(choices, c) < 0)
+        goto fail;
+    json_t *cs = choices;
+    choices = NULL;
+    if (put(root, "choices", cs) < 0 || put(root, "usage", usage_json(usage)) < 0 ||
+        put(root, "system_fingerprint", json_string("corral")) < 0)
+        goto fail;
+    return dump_json(root);
+fail:
+    json_decref(choice);
+    json_decref(choices);
+    json_decref(root);
+    return NULL;
+}
+
+char *api_chunk_json(enum api_kind kind, const char *id, int64_t created, const char *model,
+                     bool role_delta, const char *text, size_t text_len,
+                     const char *finish_reason, bool include_usage_null,
+                     const struct api_usage *usage, bool choices_empty)
+{
+    bool chat = kind == API_CHAT;
+    json_t *root =
+        head_json(id, chat ? "chat.completion.chunk" : "text_completion", created, model);
+    json_t *choices = json_array();
+    json_t *choice = NULL;
+    if (!root || !choices)
+        goto fail;
+    if (!choices_empty) {
+        choice = json_object();
+        if (!choice || put(choice, "index", json_integer(0)) < 0)
+            goto fail;
+        if (chat) {
+            json_t *delta = json_object();
+            if (!delta)
+                goto fail;
+            if ((role_delta && put(delta, "role", json_string("assistant")) < 0) ||
+                (text && put(delta, "content", json_str(text, text_len)) < 0)) {
+                json_decref(delta);
+                goto fail;
+            }
+            if (put(choice, "delta", delta) < 0)
+                goto fail;
+        } else if (put(choice, "text", json_str(text, text ? text_len : 0)) < 0) {
+            goto fail;
+        }
+        if (put(choice, "finish_reason", finish_json(finish_reason)) < 0 ||
+            put(choice, "logprobs", json_null()) < 0)
+            goto fail;
+        json_t *c = choice;
+        choice = NULL;
+        if (json_array_append_new(choices, c) < 0)
+            goto fail;
+    }
+    json_t *cs = choices;
+    choices = NULL;
+    if (put(root, "choices", cs) < 0 ||
+        put(root, "system_fingerprint", json_string("corral")) < 0)
+        goto fail;
+    if (usage) {
+        if (put(root, "usage", usage_json(usage)) < 0)
+            goto fail;
+    } else if (include_usage_null) {
+        if (put(root, "usage", json_null()) < 0)
+            goto fail;
+    }
+    return dump_json(root);
+fail:
+    json_decref(choice);
+    json_decref(choices);
+    json_decref(root);
+    return NULL;
+}
+
+/* Append a float as a JSON number: 9 significant digits round-trip a float;
+ * a non-finite value (which JSON cannot hold) is written as 0. */
+static int append_float(struct buf *b, float f)
+{
+    char tmp[32];
+    if (!isfinite(f))
+        f = 0.0f;
+    int n = snprintf(tmp, sizeof tmp, "%.9g", (double)f);
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (tmp[i] == ',')
+            tmp[i] = '.'; /* in case a locale with a decimal comma is set */
+    return buf_append(b, tmp, (size_t)n);
+}
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Append the base64 of a vector's little-endian float32 bytes. */
+static int append_base64_floats(struct buf *b, const float *v, size_t dim)
+{
+    unsigned char in[3];
+    size_t have = 0;
+    char quad[4];
+    for (size_t i = 0; i < dim; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        for (int k = 0; k < 4; k++) {
+            in[have++] = (unsigned char)(u >> (8 * k));
+            if (have == 3) {
+                quad[0] = b64_alphabet[in[0] >> 2];
+                quad[1] = b64_alphabet[((in[0] & 3) << 4) | (in[1] >> 4)];
+                quad[2] = b64_alphabet[((in[1] & 15) << 2) | (in[2] >> 6)];
+                quad[3] = b64_alphabet[in[2] & 63];
+                if (buf_append(b, quad, 4) < 0)
+                    return -1;
+                have = 0;
+            }
+        }
+    }
+    if (have) {
+        if (have == 1)
+            in[1] = 0;
+        quad[0] = b64_alphabet[in[0] >> 2];
+        quad[1] = b64_alphabet[((in[0] & 3) << 4) | (in[1] >> 4)];
+        quad[2] = have == 2 ? b64_alphabet[(in[1] & 15) << 2] : '=';
+        quad[3] = '=';
+        if (buf_append(b, quad, 4) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Append a JSON-escaped string (with its quotes). */
+static int append_json_string(struct buf *b, const char *s)
+{
+    json_t *j = json_cstr(s);
+    char *txt = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!txt)
+        return -1;
+    int rc = buf_puts(b, txt);
+    free(txt);
+    return rc;
+}
+
+char *api_embeddings_json(const char *model, const float *const *vectors, size_t n, size_t dim,
+                          bool base64, int64_t prompt_tokens)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    if (buf_puts(&b, "{\"object\":\"list\",\"data\":[") < 0)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        if (buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
+                       i ? "," : "", i) < 0)
+            goto fail;
+        if (base64) {
+            if (buf_append(&b, "\"", 1) < 0 || append_base64_floats(&b, vectors[i], dim) < 0 ||
+                buf_append(&b, "\"", 1) < 0)
+                goto fail;
+        } else {
+            if (buf_append(&b, "[", 1) < 0)
+                goto fail;
+            for (size_t k = 0; k < dim; k++)
+                if ((k && buf_append(&b, ",", 1) < 0) || append_float(&b, vectors[i][k]) < 0)
+                    goto fail;
+            if (buf_append(&b, "]", 1) < 0)
+                goto fail;
+        }
+        if (buf_append(&b, "}", 1) < 0)
+            goto fail;
+    }
+    if (buf_puts(&b, "],\"model\":") < 0 || append_json_string(&b, model) < 0 ||
+        buf_printf(&b, ",\"usage\":{\"prompt_tokens\":%" PRId64 ",\"total_tokens\":%" PRId64 "}}",
+                   prompt_tokens, prompt_tokens) < 0)
+        goto fail;
+    return buf_steal(&b, NULL);
+fail:
+    buf_free(&b);
+    return NULL;
+}
+
+char *api_error_json(const struct corral_err *err)
+{
+    enum corral_status st = err ? err->status : CORRAL_INTERNAL;
+    const char *code = err && err->code[0] ? err->code : corral_status_openai_code(st);
+    json_t *root = json_object();
+    json_t *e = json_object();
+    if (!root || !e ||
+        put(e, "message", json_cstr(err ? err->message : "internal error")) < 0 ||
+        put(e, "type", json_cstr(corral_status_openai_type(st))) < 0 ||
+        put(e, "param", err && err->param[0] ? json_cstr(err->param) : json_null()) < 0 ||
+        put(e, "code", code ? json_cstr(code) : json_null()) < 0)
+        goto fail;
+    json_t *ee = e;
+    e = NULL;
+    if (put(root, "error", ee) < 0)
+        goto fail;
+    return dump_json(root);
+fail:
+    json_decref(e);
+    json_decref(root);
+    return NULL;
+}
+
+char *api_models_json(const char *const *ids, const int64_t *created, const char *const *status,
+                      size_t n)
+{
+    json_t *root = json_object();
+    json_t *data = json_array();
+    json_t *m = NULL;
+    if (!root || !data)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        m = json_object();
+        if (!m || put(m, "id", json_cstr(ids[i])) < 0 ||
+            put(m, "object", json_string("model")) < 0 ||
+            put(m, "created", json_integer(created ? created[i] : 0)) < 0 ||
+            put(m, "owned_by", json_string("corral")) < 0 ||
+            (status && status[i] && put(m, "status", json_cstr(status[i])) < 0))
+            goto fail;
+        json_t *mm = m;
+        m = NULL;
+        if (json_array_append_new(data, mm) < 0)
+            goto fail;
+    }
+    json_t *d = data;
+    data = NULL;
+    if (put(root, "object", json_string("list")) < 0 || put(root, "data", d) < 0)
+        goto fail;
+    return dump_json(root);
+fail:
+    json_decref(m);
+    json_decref(data);
+    json_decref(root);
+    return NULL;
+}
+
+/* ================================================================ ids */
+
+/* Fill p[0..n) with random bytes: getrandom(), then /dev/urandom. 0 or -1. */
+static int random_bytes(unsigned char *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (got == n)
+        return 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    return got == n ? 0 : -1;
+}
+
+void api_make_id(const char *prefix, char *out, size_t out_size)
+{
+    static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    enum { ID_CHARS = 24 };
+    if (!out || out_size == 0)
+        return;
+    if (!prefix)
+        prefix = "";
+    size_t plen = strlen(prefix);
+    if (plen >= out_size)
+        plen = out_size - 1;
+    memcpy(out, prefix, plen);
+    size_t pos = plen;
+    char chars[ID_CHARS];
+    size_t have = 0;
+    unsigned char rnd[64];
+    while (have < ID_CHARS) {
+        if (random_bytes(rnd, sizeof rnd) < 0) {
+            /* No entropy source at all: still unique enough per process. */
+            static _Atomic uint64_t counter;
+            uint64_t x = ++counter * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
+            for (size_t k = 0; k < sizeof rnd; k++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                rnd[k] = (unsigned char)x;
+            }
+        }
+        /* Rejection sampling: 248 = 4 * 62 keeps the choice unbiased. */
+        for (size_t k = 0; k < sizeof rnd && have < ID_CHARS; k++)
+            if (rnd[k] < 248)
+                chars[have++] = alnum[rnd[k] % 62];
+    }
+    for (size_t k = 0; k < ID_CHARS && pos + 1 < out_size; k++)
+        out[pos++] = chars[k];
+    out[pos] = '\0';
+}

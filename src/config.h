@@ -1,0 +1,98 @@
+/* config.h - server and model configuration from file, environment and flags.
+ *
+ * Precedence, lowest first: built-in defaults < INI config file < CORRAL_*
+ * environment variables < command-line flags. Every value is validated; an
+ * invalid one yields an error message that names its source (file:line and
+ * key, the variable, or the flag) and config_load fails.
+ *
+ * INI layout:
+ *   [server]          host, port, threads, parallel, ctx, api_key, queue_size,
+ *                     body_limit, http_threads, log_level, n_gpu_layers, batch
+ *   [model.ID]        path (required), parallel, ctx, threads, n_gpu_layers,
+ *                     chat_template, batch
+ * Environment: CORRAL_CONFIG, CORRAL_HOST, CORRAL_PORT, CORRAL_THREADS,
+ *   CORRAL_PARALLEL, CORRAL_CTX, CORRAL_API_KEY, CORRAL_QUEUE_SIZE,
+ *   CORRAL_BODY_LIMIT, CORRAL_HTTP_THREADS, CORRAL_LOG_LEVEL,
+ *   CORRAL_N_GPU_LAYERS, CORRAL_BATCH, CORRAL_MODELS (ID=PATH[,ID=PATH...];
+ *   blanks around items and empty items are ignored). An empty CORRAL_CONFIG
+ *   means no file; an empty api_key means no auth.
+ * Flags (for `corral serve`): --config FILE, --model ID=PATH (repeatable),
+ *   --host, --port, --threads, --parallel, --ctx, --api-key, --queue-size,
+ *   --body-limit, --http-threads, --log-level, --n-gpu-layers, --batch.
+ *   "--flag value" and "--flag=value" both work.
+ */
+#ifndef CORRAL_CONFIG_H
+#define CORRAL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_ID_MAX 128
+#define CONFIG_MAX_MODELS 64
+
+/* Per-model settings. Numeric fields left at -1 (or NULL strings) inherit the
+ * [server] value when the model is opened. */
+struct config_model {
+    char id[CONFIG_ID_MAX]; /* [A-Za-z0-9._:-]+, 1..127 chars */
+    char *path;             /* GGUF file (required) */
+    int parallel;           /* sequence slots; -1 = inherit */
+    int ctx;                /* context tokens per slot; -1 = inherit */
+    int threads;            /* -1 = inherit */
+    int n_gpu_layers;       /* -1 = inherit */
+    int batch;              /* -1 = inherit */
+    char *chat_template;    /* NULL = the model's own */
+};
+
+struct config {
+    char *host;          /* default "127.0.0.1" */
+    int port;            /* default 8080; 0 = pick a free port; 0..65535 */
+    int threads;         /* default: online CPUs; 1..1024 */
+    int http_threads;    /* HTTP event threads; default 2; 1..64 */
+    int parallel;        /* slots per model; default 4; 1..256 */
+    int ctx;             /* context tokens per slot; default 2048; 16..1048576 */
+    int batch;           /* tokens per decode step; default 512; 16..65536 */
+    int n_gpu_layers;    /* default 0 (99 = all); 0..100000 */
+    int queue_size;      /* waiting requests per model; default 64; 0..100000 */
+    size_t body_limit;   /* default 8 MiB; accepts 1024, 64k, 8M, 1G; 1k..1G */
+    char *api_key;       /* NULL = no auth */
+    char *log_level;     /* default "info" */
+    char *config_path;   /* the file read, or NULL */
+
+    struct config_model models[CONFIG_MAX_MODELS];
+    int n_models;
+};
+
+/* Fill *cfg with defaults. Overwrites *cfg without freeing what it held.
+ * Allocates (free with config_free); aborts when out of memory. */
+void config_defaults(struct config *cfg);
+
+/* Load in order: defaults, the config file (from --config, else CORRAL_CONFIG),
+ * env (envp: NULL-terminated "K=V" array, usually `environ`), then flags
+ * argv[0..argc) (argv holds only the flags, no program or command name).
+ * Returns 0 on success. On failure returns -1 and writes a one-line message
+ * into errbuf (e.g. "corral.ini:12: [model.a] ctx: expected an integer in
+ * 16..1048576, got \"abc\""); *cfg must still be freed with config_free.
+ * A positional argument or unknown flag is an error; --help is handled by the
+ * caller before this. Duplicate model ids: a later source replaces the path
+ * of an earlier one; two sections with one id in one file are an error. A
+ * [model.ID] section without a path is an error unless CORRAL_MODELS or
+ * --model supplies one. *cfg is overwritten as by config_defaults. */
+int config_load(struct config *cfg, int argc, char **argv, char **envp, char *errbuf,
+                size_t errlen);
+
+/* Resolve a model's effective numbers: -1 fields take the server's value.
+ * out's strings (path, chat_template) are borrowed from in, not copied: do not
+ * free them, and do not use them after config_free. */
+void config_model_resolve(const struct config *cfg, const struct config_model *in,
+                          struct config_model *out);
+
+/* Parse a size like "8388608", "64k", "8M", "1G" (powers of 1024). 0 on
+ * success, -1 on junk or overflow. */
+int config_parse_size(const char *s, size_t *out);
+
+/* Free every string of *cfg and leave it empty; safe to call twice, after a
+ * failed config_load, or on a defaults-only config. */
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,237 @@
+/* engine.c - the request object shared by a transport and an engine.
+ *
+ * DESIGN
+ * One mutex per request guards its output buffer, state and the transport's
+ * parked flag. The engine appends text and finishes; the transport takes
+ * text and parks when there is none. Wake-ups happen under the same lock as
+ * parking, so none is lost. Two references exist while both parties hold
+ * the request; the last release frees it.
+ */
+#include "engine/engine.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/buf.h"
+#include "util/time.h"
+
+struct engine_req {
+    pthread_mutex_t mu;
+    _Atomic int refs;
+    _Atomic bool cancelled;
+    int fd;
+    int64_t created_us;
+
+    struct api_request in;
+
+    /* guarded by mu */
+    enum engine_req_state state;
+    enum engine_finish finish;
+    struct corral_err err;
+    struct api_usage usage;
+    struct buf out;
+    bool parked;
+    bool park_until_done;
+    engine_notify_fn notify;
+    void *notify_ctx;
+
+    /* engine-owned data */
+    int32_t *tokens;
+    size_t n_tokens;
+    int32_t **lists;
+    size_t *list_lens;
+    size_t n_lists;
+    float **vecs;
+    size_t n_vecs;
+    size_t dim;
+};
+
+struct engine_req *engine_req_new(struct api_request *in, size_t out_cap) {
+    struct engine_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    pthread_mutex_init(&r->mu, NULL);
+    atomic_init(&r->refs, 1);
+    atomic_init(&r->cancelled, false);
+    r->fd = -1;
+    r->created_us = time_now_us();
+    r->in = *in;
+    memset(in, 0, sizeof *in);
+    buf_init(&r->out, out_cap);
+    corral_err_clear(&r->err);
+    return r;
+}
+
+void engine_req_retain(struct engine_req *r) { atomic_fetch_add(&r->refs, 1); }
+
+void engine_req_release(struct engine_req *r) {
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+    api_request_free(&r->in);
+    buf_free(&r->out);
+    free(r->tokens);
+    for (size_t i = 0; i < r->n_lists; i++) free(r->lists[i]);
+    free(r->lists);
+    free(r->list_lens);
+    for (size_t i = 0; i < r->n_vecs; i++) free(r->vecs[i]);
+    free(r->vecs);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+const struct api_request *engine_req_input(const struct engine_req *r) { return &r->in; }
+
+void engine_req_set_notify(struct engine_req *r, engine_notify_fn fn, void *ctx) {
+    pthread_mutex_lock(&r->mu);
+    r->notify = fn;
+    r->notify_ctx = ctx;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void engine_req_set_fd(struct engine_req *r, int fd) { r->fd = fd; }
+int engine_req_fd(const struct engine_req *r) { return r->fd; }
+int64_t engine_req_created_us(const struct engine_req *r) { return r->created_us; }
+
+void engine_req_cancel(struct engine_req *r) { atomic_store(&r->cancelled, true); }
+bool engine_req_cancelled(struct engine_req *r) { return atomic_load(&r->cancelled); }
+
+/* Wake the transport if it is parked. Caller holds r->mu. */
+static void engine_req__wake(struct engine_req *r, bool done) {
+    if (r->parked && (done || !r->park_until_done)) {
+        r->parked = false;
+        if (r->notify) r->notify(r->notify_ctx);
+    }
+}
+
+size_t engine_req_take(struct engine_req *r, char *dst, size_t cap, struct engine_req_view *view) {
+    pthread_mutex_lock(&r->mu);
+    size_t n = 0;
+    if (dst) {
+        n = r->out.len < cap ? r->out.len : cap;
+        if (n < r->out.len) {
+            /* never split a UTF-8 character between two takes */
+            while (n > 0 && ((unsigned char)r->out.data[n] & 0xC0) == 0x80) n--;
+        }
+        memcpy(dst, r->out.data, n);
+        buf_consume(&r->out, n);
+    }
+    if (view) {
+        view->state = r->state;
+        view->finish = r->finish;
+        view->status = r->err.status;
+        view->usage = r->usage;
+        view->cancelled = atomic_load(&r->cancelled);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+size_t engine_req_pending(struct engine_req *r) {
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->out.len;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+void engine_req_error(struct engine_req *r, struct corral_err *err) {
+    pthread_mutex_lock(&r->mu);
+    *err = r->err;
+    pthread_mutex_unlock(&r->mu);
+}
+
+bool engine_req_park(struct engine_req *r, bool until_done, void (*suspend)(void *ctx), void *ctx) {
+    pthread_mutex_lock(&r->mu);
+    bool park = r->state != ENGINE_REQ_DONE && (until_done || r->out.len == 0);
+    if (park) {
+        r->parked = true;
+        r->park_until_done = until_done;
+        suspend(ctx);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return park;
+}
+
+void engine_req_set_running(struct engine_req *r) {
+    pthread_mutex_lock(&r->mu);
+    if (r->state == ENGINE_REQ_QUEUED) r->state = ENGINE_REQ_RUNNING;
+    pthread_mutex_unlock(&r->mu);
+}
+
+int engine_req_push(struct engine_req *r, const char *text, size_t n) {
+    if (n == 0) return 0;
+    pthread_mutex_lock(&r->mu);
+    int rc = buf_append(&r->out, text, n);
+    if (rc == 0) engine_req__wake(r, false);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void engine_req_set_usage(struct engine_req *r, const struct api_usage *usage) {
+    pthread_mutex_lock(&r->mu);
+    r->usage = *usage;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void engine_req_finish(struct engine_req *r, enum engine_finish finish) {
+    pthread_mutex_lock(&r->mu);
+    if (r->state != ENGINE_REQ_DONE) {
+        r->state = ENGINE_REQ_DONE;
+        r->finish = finish;
+        engine_req__wake(r, true);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void engine_req_fail(struct engine_req *r, const struct corral_err *err) {
+    pthread_mutex_lock(&r->mu);
+    if (r->state != ENGINE_REQ_DONE) {
+        r->state = ENGINE_REQ_DONE;
+        r->err = *err;
+        if (r->err.status == CORRAL_OK) r->err.status = CORRAL_INTERNAL;
+        engine_req__wake(r, true);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void engine_req_set_embeddings(struct engine_req *r, float **vecs, size_t n, size_t dim) {
+    pthread_mutex_lock(&r->mu);
+    r->vecs = vecs;
+    r->n_vecs = n;
+    r->dim = dim;
+    pthread_mutex_unlock(&r->mu);
+}
+
+const float *const *engine_req_embeddings(struct engine_req *r, size_t *n, size_t *dim) {
+    pthread_mutex_lock(&r->mu);
+    *n = r->n_vecs;
+    *dim = r->dim;
+    const float *const *v = (const float *const *)r->vecs;
+    pthread_mutex_unlock(&r->mu);
+    return v;
+}
+
+void engine_req_set_tokens(struct engine_req *r, int32_t *tokens, size_t n) {
+    free(r->tokens);
+    r->tokens = tokens;
+    r->n_tokens = n;
+}
+
+const int32_t *engine_req_tokens(const struct engine_req *r, size_t *n) {
+    *n = r->n_tokens;
+    return r->tokens;
+}
+
+void engine_req_set_token_lists(struct engine_req *r, int32_t **lists, size_t *lens, size_t n) {
+    r->lists = lists;
+    r->list_lens = lens;
+    r->n_lists = n;
+}
+
+const int32_t *engine_req_token_list(const struct engine_req *r, size_t i, size_t *len) {
+    if (i >= r->n_lists) {
+        *len = 0;
+        return NULL;
+    }
+    *len = r->list_lens[i];
+    return r->lists[i];
+}

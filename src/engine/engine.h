@@ -1,0 +1,172 @@
+/* engine.h - the one interface every model backend implements.
+ *
+ * The pool and the transport see a model only through struct engine and its
+ * ops (a vtable), so an in-process llama.cpp model and (later) a supervised
+ * child server look alike.
+ *
+ * A request is a struct engine_req, shared by exactly two parties: the
+ * transport, which creates it and drains its output, and the engine, which
+ * fills it. It is reference-counted; each party calls engine_req_release
+ * when done with it.
+ *
+ * DESIGN
+ * The engine never blocks on a socket. Output text goes into a bounded buffer
+ * inside the request; after each change the engine calls the request's notify
+ * callback, which the transport uses to resume a suspended connection. A
+ * transport that stops draining (slow client) makes the buffer overflow and
+ * the engine cancels the request. A transport whose client goes away calls
+ * engine_req_cancel; the engine also polls the client's socket (set with
+ * engine_req_set_fd) while the request is queued or generating, because a
+ * suspended connection is never looked at by the HTTP library.
+ *
+ * Request states (only forward):
+ *
+ *   QUEUED --admit--> RUNNING --eos/length/stop--> DONE
+ *      \                 \--cancel/error---------> DONE
+ *       \--cancel/error/timeout------------------> DONE
+ */
+#ifndef CORRAL_ENGINE_H
+#define CORRAL_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/openai.h"
+#include "util/error.h"
+
+struct engine;
+struct engine_req;
+
+/* Snapshot of an engine's load, for /health and the admin API. */
+struct engine_stats {
+    int slots_total;
+    int slots_busy;
+    int queued;
+    int queue_cap;
+    int ctx_per_slot;
+    int64_t requests_total;
+    int64_t tokens_prompt;
+    int64_t tokens_generated;
+    int64_t tokens_cached; /* prompt tokens served from a slot's KV cache */
+    uint64_t memory_bytes; /* model + context buffers, as far as known */
+};
+
+struct engine_ops {
+    const char *name; /* "llama", ... */
+    /* Take a reference on r and queue it. On success the engine will later
+     * bring r to DONE and call its notify. Fails at once (and takes no
+     * reference) when the request cannot be served: prompt longer than the
+     * context (CORRAL_CONTEXT_LENGTH), queue full (CORRAL_OVERLOADED),
+     * engine stopping (CORRAL_UNAVAILABLE). May tokenise on the caller's
+     * thread; never blocks on other requests. */
+    enum corral_status (*submit)(struct engine *e, struct engine_req *r, struct corral_err *err);
+    void (*stats)(struct engine *e, struct engine_stats *out);
+    /* Stop serving: fail every queued and running request with
+     * CORRAL_UNAVAILABLE and refuse new ones. The engine stays valid (submit
+     * fails) until free. Idempotent. */
+    void (*stop)(struct engine *e);
+    /* Stop (if not yet) and free everything. */
+    void (*free)(struct engine *e);
+};
+
+/* Base of every backend's engine struct (the first member). */
+struct engine {
+    const struct engine_ops *ops;
+};
+
+static inline enum corral_status engine_submit(struct engine *e, struct engine_req *r,
+                                               struct corral_err *err) {
+    return e->ops->submit(e, r, err);
+}
+static inline void engine_stats(struct engine *e, struct engine_stats *out) { e->ops->stats(e, out); }
+static inline void engine_stop(struct engine *e) { e->ops->stop(e); }
+static inline void engine_free(struct engine *e) {
+    if (e) e->ops->free(e);
+}
+
+/* ------------------------------------------------------------ the request */
+
+enum engine_req_state { ENGINE_REQ_QUEUED = 0, ENGINE_REQ_RUNNING, ENGINE_REQ_DONE };
+
+enum engine_finish { ENGINE_FINISH_NONE = 0, ENGINE_FINISH_STOP, ENGINE_FINISH_LENGTH };
+
+typedef void (*engine_notify_fn)(void *ctx);
+
+/* Create a request over a parsed API request, whose contents it takes over
+ * (*in is zeroed). out_cap bounds the output held for the transport. The
+ * caller holds one reference. NULL if out of memory. */
+struct engine_req *engine_req_new(struct api_request *in, size_t out_cap);
+void engine_req_retain(struct engine_req *r);
+/* Drop a reference; the last one frees the request. */
+void engine_req_release(struct engine_req *r);
+
+/* The parsed request (read-only for both parties after submit). */
+const struct api_request *engine_req_input(const struct engine_req *r);
+
+/* Transport side ---------------------------------------------------------- */
+
+/* Callback run by the engine (from its thread, with the request's lock held)
+ * when the transport has parked the request (engine_req_park) and output or
+ * a state change arrived. Must be cheap (resume the connection) and must not
+ * call any engine_req_* function. */
+void engine_req_set_notify(struct engine_req *r, engine_notify_fn fn, void *ctx);
+/* The client's socket, polled by the engine for hang-ups; -1 = none. */
+void engine_req_set_fd(struct engine_req *r, int fd);
+/* Ask the engine to stop this request (client gone). Idempotent. */
+void engine_req_cancel(struct engine_req *r);
+
+/* What the transport sees in one look, taken under the request's lock. */
+struct engine_req_view {
+    enum engine_req_state state;
+    enum engine_finish finish;
+    enum corral_status status; /* CORRAL_OK unless the request failed */
+    struct api_usage usage;
+    bool cancelled;
+};
+
+/* Move up to `cap` bytes of pending output text into dst (may be NULL to
+ * just look) and describe the request in *view. Returns bytes moved. Text is
+ * always whole UTF-8 characters. */
+size_t engine_req_take(struct engine_req *r, char *dst, size_t cap, struct engine_req_view *view);
+/* Bytes of output waiting to be taken. */
+size_t engine_req_pending(struct engine_req *r);
+/* After DONE with a failure: the error (copied into *err). */
+void engine_req_error(struct engine_req *r, struct corral_err *err);
+/* After DONE for an embedding request: the vectors (owned by r). */
+const float *const *engine_req_embeddings(struct engine_req *r, size_t *n, size_t *dim);
+/* Park the transport until there is something to do. With until_done false
+ * (streaming): if the request is not DONE and has no pending output, call
+ * suspend(ctx) under the request's lock and return true; the engine's next
+ * push or finish calls notify under the same lock, so a wake-up can never
+ * come before the suspension. With until_done true (a whole response): park
+ * unless DONE, and only the finish wakes. Returns false when there is
+ * something to do now (nothing was suspended). */
+bool engine_req_park(struct engine_req *r, bool until_done, void (*suspend)(void *ctx), void *ctx);
+
+/* Engine side ------------------------------------------------------------- */
+
+bool engine_req_cancelled(struct engine_req *r);
+int engine_req_fd(const struct engine_req *r);
+void engine_req_set_running(struct engine_req *r);
+/* Append output text. -1 if the output buffer is full (the client does not
+ * drain it): the engine should then cancel the request. */
+int engine_req_push(struct engine_req *r, const char *text, size_t n);
+void engine_req_set_usage(struct engine_req *r, const struct api_usage *usage);
+void engine_req_finish(struct engine_req *r, enum engine_finish finish);
+/* Finish with an error; err is copied. */
+void engine_req_fail(struct engine_req *r, const struct corral_err *err);
+/* Hand over embedding vectors (n × dim floats each, malloc'd; r takes them). */
+void engine_req_set_embeddings(struct engine_req *r, float **vecs, size_t n, size_t dim);
+/* Monotonic time the request was created (µs), for queue timeouts and logs. */
+int64_t engine_req_created_us(const struct engine_req *r);
+
+/* Data the engine keeps per request (prompt tokens); owned by the request and
+ * freed with it. */
+void engine_req_set_tokens(struct engine_req *r, int32_t *tokens, size_t n);
+const int32_t *engine_req_tokens(const struct engine_req *r, size_t *n);
+/* Embedding inputs tokenised: n_inputs arrays. */
+void engine_req_set_token_lists(struct engine_req *r, int32_t **lists, size_t *lens, size_t n);
+const int32_t *engine_req_token_list(const struct engine_req *r, size_t i, size_t *len);
+
+#endif

@@ -1,0 +1,936 @@
+/* llama_engine.c - in-process llama.cpp backend: one scheduler thread per
+ * model doing continuous batching over `parallel` sequence slots.
+ *
+ * DESIGN
+ * The scheduler thread is the only thread that touches the llama_context and
+ * the slots. Other threads reach it through the wait queue (guarded by
+ * `mu`, woken through `cv`). Submit runs on the caller's thread: it formats
+ * and tokenises the prompt (so a long prompt never stalls the decode loop)
+ * and rejects what cannot fit before anything is queued.
+ *
+ * Each step the scheduler:
+ *   1. drops cancelled requests from the queue and admits queued ones into
+ *      idle slots, choosing the slot whose cached tokens share the longest
+ *      prefix with the prompt (only the rest is computed);
+ *   2. builds one llama_batch: one token for every generating slot, then
+ *      prompt chunks of admitted slots up to the batch size, so a long prompt
+ *      delays the other streams by at most one chunk;
+ *   3. decodes, samples every slot that produced logits with its own sampler
+ *      chain, and hands text out (whole UTF-8 characters, stop strings held
+ *      back until they are known not to match).
+ *
+ * Slot states:
+ *
+ *        admit                 last prompt token decoded
+ *   IDLE ------> PROMPT ---------------------------------> GEN
+ *    ^             |                                        |
+ *    |             +--- cancel / error ---------+           |
+ *    +------------------------------------------+-----------+ eos / stop /
+ *                                                             length / cancel
+ *
+ * An idle slot keeps its KV cells and the tokens they hold (`cache`), so the
+ * next request that starts with the same tokens (a multi-turn chat, a shared
+ * system prompt) reuses them.
+ */
+#define _GNU_SOURCE /* POLLRDHUP */
+#include "engine/llama_engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <llama.h>
+
+#include "engine/stopmatch.h"
+#include "engine/waitq.h"
+#include "util/buf.h"
+#include "util/log.h"
+#include "util/time.h"
+#include "util/utf8.h"
+
+/* How often the scheduler polls client sockets for hang-ups while busy. */
+#define LLAMA_ENGINE_POLL_US 20000
+/* Longest a token's text can be (pieces are short; this bounds a stack buffer). */
+#define LLAMA_ENGINE_PIECE_MAX 256
+
+static const char llama_engine__json_grammar[] =
+    "root   ::= object\n"
+    "value  ::= object | array | string | number | (\"true\" | \"false\" | \"null\") ws\n"
+    "object ::= \"{\" ws ( string \":\" ws value (\",\" ws string \":\" ws value)* )? \"}\" ws\n"
+    "array  ::= \"[\" ws ( value (\",\" ws value)* )? \"]\" ws\n"
+    "string ::= \"\\\"\" ( [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\bfnrt] | \"u\" [0-9a-fA-F]{4}) )* \"\\\"\" ws\n"
+    "number ::= (\"-\"? ([0-9] | [1-9] [0-9]{0,15})) (\".\" [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws\n"
+    "ws ::= | \" \" | \"\\n\" [ \\t]{0,20}\n";
+
+enum slot_state { SLOT_IDLE = 0, SLOT_PROMPT, SLOT_GEN };
+
+struct slot {
+    int seq; /* llama sequence id */
+    enum slot_state state;
+    struct engine_req *req;
+
+    llama_token *cache; /* tokens whose KV is in this sequence, positions 0..n_cache-1 */
+    int n_cache;
+
+    const int32_t *prompt;
+    int n_prompt;
+    int n_reused; /* prompt tokens taken from the cache */
+    int n_decoded;
+    int max_tokens;
+    llama_token last; /* sampled, not yet in the KV cache */
+    int i_batch;      /* index of this slot's logits in the batch, -1 = none */
+
+    struct llama_sampler *smpl;
+    struct stopmatch stop;
+    struct buf pend; /* bytes of an unfinished UTF-8 character */
+    struct buf emit; /* scratch for text released this step */
+
+    int64_t t_admit_us;
+    int64_t last_used_us;
+};
+
+struct llama_engine {
+    struct engine base; /* must be first */
+    char *id;
+
+    struct llama_model *model;
+    const struct llama_vocab *vocab;
+    struct llama_context *ctx;
+    struct llama_context *ectx; /* embeddings context, created on first use */
+    char *tmpl;                 /* chat template text or a built-in name */
+    int n_vocab;
+    int n_ctx_slot;
+    int n_batch;
+    int threads;
+    int max_piece; /* longest token text in bytes, for quick prompt-size bounds */
+    size_t out_cap;
+
+    struct slot *slots;
+    int n_slots;
+    struct llama_batch batch;
+
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct waitq queue; /* guarded by mu */
+    int queue_size;
+    bool stopping;      /* guarded by mu */
+    _Atomic int busy;   /* slots not idle */
+
+    _Atomic int64_t st_requests, st_prompt, st_generated, st_cached;
+    uint64_t mem_bytes;
+};
+
+static const struct engine_ops llama_engine__ops;
+
+/* ------------------------------------------------------------------ logging */
+
+static void llama_engine__log_cb(enum ggml_log_level level, const char *text, void *ud) {
+    (void)ud;
+    if (level != GGML_LOG_LEVEL_ERROR && log_get_level() > LOG_DEBUG) return;
+    size_t n = strlen(text);
+    while (n && (text[n - 1] == '\n' || text[n - 1] == '\r')) n--;
+    if (n == 0) return;
+    log_msg(level == GGML_LOG_LEVEL_ERROR ? LOG_ERROR : LOG_DEBUG, "llama: %.*s", (int)n, text);
+}
+
+void llama_engine_global_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, llama_backend_init);
+    llama_log_set(llama_engine__log_cb, NULL);
+}
+
+/* ----------------------------------------------------------- small helpers */
+
+static void slot__reset_sampling(struct slot *s) {
+    if (s->smpl) llama_sampler_free(s->smpl);
+    s->smpl = NULL;
+    stopmatch_free(&s->stop);
+    buf_reset(&s->pend);
+    buf_reset(&s->emit);
+}
+
+static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const struct api_sampling *sp,
+                                                   struct corral_err *err) {
+    struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
+    cp.no_perf = true;
+    struct llama_sampler *ch = llama_sampler_chain_init(cp);
+    if (!ch) goto fail;
+    if (sp->json_object) {
+        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, llama_engine__json_grammar, "root");
+        if (!g) goto fail;
+        llama_sampler_chain_add(ch, g);
+    }
+    if (sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f)
+        llama_sampler_chain_add(ch, llama_sampler_init_penalties(e->n_vocab, 64, 1.0f, sp->frequency_penalty,
+                                                                 sp->presence_penalty));
+    if (sp->temperature <= 0.0f) {
+        llama_sampler_chain_add(ch, llama_sampler_init_greedy());
+    } else {
+        if (sp->top_k > 0) llama_sampler_chain_add(ch, llama_sampler_init_top_k(sp->top_k));
+        if (sp->top_p < 1.0f) llama_sampler_chain_add(ch, llama_sampler_init_top_p(sp->top_p, 1));
+        if (sp->min_p > 0.0f) llama_sampler_chain_add(ch, llama_sampler_init_min_p(sp->min_p, 1));
+        llama_sampler_chain_add(ch, llama_sampler_init_temp(sp->temperature));
+        uint32_t seed = sp->has_seed ? (uint32_t)(sp->seed ^ (sp->seed >> 32)) : LLAMA_DEFAULT_SEED;
+        llama_sampler_chain_add(ch, llama_sampler_init_dist(seed));
+    }
+    return ch;
+fail:
+    if (ch) llama_sampler_free(ch);
+    corral_err_set(err, CORRAL_ENGINE, NULL, "could not create the sampler");
+    return NULL;
+}
+
+/* Render chat messages with the model's template. Returns malloc'd text. */
+static char *llama_engine__chat_prompt(struct llama_engine *e, const struct api_request *in,
+                                       struct corral_err *err) {
+    struct llama_chat_message *msgs = calloc(in->n_messages ? in->n_messages : 1, sizeof *msgs);
+    size_t total = 64;
+    if (!msgs) goto nomem;
+    for (size_t i = 0; i < in->n_messages; i++) {
+        const char *role = in->messages[i].role;
+        msgs[i].role = strcmp(role, "developer") == 0 ? "system" : role;
+        msgs[i].content = in->messages[i].content;
+        total += strlen(msgs[i].content) + strlen(role) + 32;
+    }
+    if (total > INT32_MAX / 2) {
+        free(msgs);
+        corral_err_set(err, CORRAL_TOO_LARGE, "messages", "messages are too long");
+        return NULL;
+    }
+    char *out = NULL;
+    int32_t cap = (int32_t)(total * 2);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char *nb = realloc(out, (size_t)cap + 1);
+        if (!nb) goto nomem_out;
+        out = nb;
+        int32_t n = llama_chat_apply_template(e->tmpl, msgs, in->n_messages, true, out, cap);
+        if (n < 0) {
+            free(out);
+            free(msgs);
+            corral_err_set(err, CORRAL_ENGINE, "messages", "the model's chat template could not be applied");
+            return NULL;
+        }
+        if (n <= cap) {
+            out[n] = '\0';
+            free(msgs);
+            return out;
+        }
+        cap = n;
+    }
+nomem_out:
+    free(out);
+nomem:
+    free(msgs);
+    corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory formatting the prompt");
+    return NULL;
+}
+
+/* Tokenise text. Returns malloc'd tokens and their count in *n, or NULL. A
+ * prompt that cannot fit `limit` tokens is refused before tokenising when its
+ * byte length alone proves it (every token is at most max_piece bytes). */
+static int32_t *llama_engine__tokenize(struct llama_engine *e, const char *text, size_t len, int limit,
+                                       const char *param, size_t *n, struct corral_err *err) {
+    if (len / (size_t)e->max_piece > (size_t)limit + 2) {
+        corral_err_set(err, CORRAL_CONTEXT_LENGTH, param,
+                       "this model's maximum context length is %d tokens, but the prompt (%zu bytes) "
+                       "is far longer; shorten it",
+                       e->n_ctx_slot, len);
+        return NULL;
+    }
+    if (len > INT32_MAX - 16) {
+        corral_err_set(err, CORRAL_TOO_LARGE, param, "prompt too long");
+        return NULL;
+    }
+    int32_t cap = (int32_t)len + 8;
+    int32_t *toks = malloc((size_t)cap * sizeof *toks);
+    if (!toks) {
+        corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory tokenising the prompt");
+        return NULL;
+    }
+    int32_t k = llama_tokenize(e->vocab, text, (int32_t)len, toks, cap, true, true);
+    if (k < 0) {
+        int32_t need = -k;
+        int32_t *nt = realloc(toks, (size_t)need * sizeof *toks);
+        if (!nt) {
+            free(toks);
+            corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory tokenising the prompt");
+            return NULL;
+        }
+        toks = nt;
+        k = llama_tokenize(e->vocab, text, (int32_t)len, toks, need, true, true);
+    }
+    if (k < 0) {
+        free(toks);
+        corral_err_set(err, CORRAL_ENGINE, param, "tokenisation failed");
+        return NULL;
+    }
+    *n = (size_t)k;
+    return toks;
+}
+
+/* --------------------------------------------------------------- submit */
+
+static enum corral_status llama_engine__submit(struct engine *base, struct engine_req *r,
+                                               struct corral_err *err) {
+    struct llama_engine *e = (struct llama_engine *)base;
+    const struct api_request *in = engine_req_input(r);
+
+    if (in->kind == API_EMBEDDING) {
+        int32_t **lists = calloc(in->n_inputs, sizeof *lists);
+        size_t *lens = calloc(in->n_inputs, sizeof *lens);
+        if (!lists || !lens) {
+            free(lists);
+            free(lens);
+            return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+        }
+        for (size_t i = 0; i < in->n_inputs; i++) {
+            char param[32];
+            snprintf(param, sizeof param, "input[%zu]", i);
+            lists[i] = llama_engine__tokenize(e, in->inputs[i], strlen(in->inputs[i]), e->n_ctx_slot,
+                                              in->n_inputs == 1 ? "input" : param, &lens[i], err);
+            if (!lists[i]) goto embed_fail;
+            if (lens[i] == 0) {
+                corral_err_set(err, CORRAL_INVALID_REQUEST, in->n_inputs == 1 ? "input" : param,
+                               "input %zu has no tokens", i);
+                goto embed_fail;
+            }
+            if (lens[i] > (size_t)e->n_ctx_slot) {
+                corral_err_set(err, CORRAL_CONTEXT_LENGTH, in->n_inputs == 1 ? "input" : param,
+                               "this model's maximum context length is %d tokens, but input %zu has %zu tokens",
+                               e->n_ctx_slot, i, lens[i]);
+                goto embed_fail;
+            }
+        }
+        engine_req_set_token_lists(r, lists, lens, in->n_inputs);
+        goto enqueue;
+    embed_fail:
+        for (size_t i = 0; i < in->n_inputs; i++) free(lists[i]);
+        free(lists);
+        free(lens);
+        return err->status;
+    }
+
+    int32_t *toks = NULL;
+    size_t n = 0;
+    if (in->kind == API_CHAT) {
+        char *text = llama_engine__chat_prompt(e, in, err);
+        if (!text) return err->status;
+        toks = llama_engine__tokenize(e, text, strlen(text), e->n_ctx_slot, "messages", &n, err);
+        free(text);
+    } else if (in->prompt_tokens) {
+        toks = malloc((in->n_prompt_tokens ? in->n_prompt_tokens : 1) * sizeof *toks);
+        if (!toks) return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+        for (size_t i = 0; i < in->n_prompt_tokens; i++) {
+            if (in->prompt_tokens[i] < 0 || in->prompt_tokens[i] >= e->n_vocab) {
+                free(toks);
+                return corral_err_set(err, CORRAL_INVALID_REQUEST, "prompt",
+                                      "token %d at prompt[%zu] is outside the vocabulary (0..%d)",
+                                      in->prompt_tokens[i], i, e->n_vocab - 1);
+            }
+            toks[i] = in->prompt_tokens[i];
+        }
+        n = in->n_prompt_tokens;
+    } else {
+        toks = llama_engine__tokenize(e, in->prompt, strlen(in->prompt), e->n_ctx_slot, "prompt", &n, err);
+    }
+    if (!toks) return err->status;
+    if (n == 0) {
+        llama_token bos = llama_vocab_bos(e->vocab);
+        if (bos == LLAMA_TOKEN_NULL) {
+            free(toks);
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, in->kind == API_CHAT ? "messages" : "prompt",
+                                  "the prompt is empty");
+        }
+        toks[0] = bos;
+        n = 1;
+    }
+    if (n >= (size_t)e->n_ctx_slot) {
+        free(toks);
+        return corral_err_set(err, CORRAL_CONTEXT_LENGTH, in->kind == API_CHAT ? "messages" : "prompt",
+                              "this model's maximum context length is %d tokens, but the prompt has %zu "
+                              "tokens (leave room for at least one generated token)",
+                              e->n_ctx_slot, n);
+    }
+    engine_req_set_tokens(r, toks, n);
+
+enqueue:
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping) {
+        pthread_mutex_unlock(&e->mu);
+        return corral_err_set(err, CORRAL_UNAVAILABLE, NULL, "model '%s' is shutting down", e->id);
+    }
+    int idle = e->n_slots - atomic_load(&e->busy);
+    int waiting = (int)waitq_len(&e->queue) - idle;
+    if (waiting >= e->queue_size || waitq_full(&e->queue)) {
+        pthread_mutex_unlock(&e->mu);
+        return corral_err_set(err, CORRAL_OVERLOADED, NULL,
+                              "model '%s' is at capacity: %d slots busy and %d requests waiting "
+                              "(queue limit %d); retry later",
+                              e->id, e->n_slots, waiting < 0 ? 0 : waiting, e->queue_size);
+    }
+    engine_req_retain(r);
+    waitq_push(&e->queue, r);
+    atomic_fetch_add(&e->st_requests, 1);
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return CORRAL_OK;
+}
+
+/* --------------------------------------------------------------- scheduler */
+
+static void llama_engine__fail(struct engine_req *r, enum corral_status st, const char *msg) {
+    struct corral_err err;
+    corral_err_set(&err, st, NULL, "%s", msg);
+    engine_req_fail(r, &err);
+}
+
+/* End a slot's request: report usage, finish or fail, go idle. The KV cells
+ * and `cache` stay for prefix reuse. */
+static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum engine_finish finish,
+                                   const struct corral_err *err) {
+    if (s->req) {
+        if (!err && s->state == SLOT_GEN) {
+            buf_reset(&s->emit);
+            stopmatch_flush(&s->stop, &s->emit);
+            if (s->emit.len) engine_req_push(s->req, s->emit.data, s->emit.len);
+        }
+        struct api_usage u = {.prompt_tokens = s->n_prompt,
+                              .completion_tokens = s->n_decoded,
+                              .cached_tokens = s->n_reused};
+        engine_req_set_usage(s->req, &u);
+        if (err)
+            engine_req_fail(s->req, err);
+        else
+            engine_req_finish(s->req, finish);
+        engine_req_release(s->req);
+        s->req = NULL;
+    }
+    slot__reset_sampling(s);
+    s->state = SLOT_IDLE;
+    s->i_batch = -1;
+    s->last_used_us = time_now_us();
+    atomic_fetch_sub(&e->busy, 1);
+}
+
+/* Put r into an idle slot, reusing the longest cached prefix. false if no
+ * slot is idle. */
+static bool llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
+    size_t np = 0;
+    const int32_t *p = engine_req_tokens(r, &np);
+    struct slot *best = NULL;
+    int best_lcp = -1;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (s->state != SLOT_IDLE) continue;
+        int lcp = 0;
+        while (lcp < s->n_cache && (size_t)lcp < np && s->cache[lcp] == p[lcp]) lcp++;
+        if (lcp > best_lcp || (lcp == best_lcp && s->last_used_us < best->last_used_us)) {
+            best = s;
+            best_lcp = lcp;
+        }
+    }
+    if (!best) return false;
+    struct slot *s = best;
+    struct corral_err err;
+    const struct api_request *in = engine_req_input(r);
+    s->smpl = llama_engine__sampler(e, &in->sampling, &err);
+    if (!s->smpl) {
+        engine_req_fail(r, &err);
+        engine_req_release(r);
+        return true;
+    }
+    int lcp = best_lcp;
+    if ((size_t)lcp >= np) lcp = (int)np - 1; /* recompute the last token for its logits */
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    if (!llama_memory_seq_rm(mem, s->seq, lcp, -1)) {
+        llama_memory_seq_rm(mem, s->seq, -1, -1);
+        lcp = 0;
+    }
+    s->n_cache = lcp;
+    s->req = r;
+    s->prompt = p;
+    s->n_prompt = (int)np;
+    s->n_reused = lcp;
+    s->n_decoded = 0;
+    s->max_tokens = in->sampling.max_tokens > 0 ? in->sampling.max_tokens : INT32_MAX;
+    s->i_batch = -1;
+    s->t_admit_us = time_now_us();
+    stopmatch_init(&s->stop, (const char *const *)in->sampling.stop, in->sampling.n_stop);
+    s->state = SLOT_PROMPT;
+    atomic_fetch_add(&e->busy, 1);
+    atomic_fetch_add(&e->st_cached, lcp);
+    atomic_fetch_add(&e->st_prompt, (int64_t)np);
+    engine_req_set_running(r);
+    return true;
+}
+
+/* Poll the sockets of every queued and running request for hang-ups and
+ * cancel those whose client is gone. Called with mu held. */
+static void llama_engine__poll_clients(struct llama_engine *e) {
+    enum { MAXP = 512 };
+    struct pollfd pfd[MAXP];
+    struct engine_req *who[MAXP];
+    int n = 0;
+    for (int i = 0; i < e->n_slots && n < MAXP; i++) {
+        struct engine_req *r = e->slots[i].req;
+        if (r && engine_req_fd(r) >= 0) {
+            pfd[n] = (struct pollfd){.fd = engine_req_fd(r), .events = POLLRDHUP};
+            who[n++] = r;
+        }
+    }
+    for (size_t i = 0; i < waitq_len(&e->queue) && n < MAXP; i++) {
+        struct engine_req *r = waitq_at(&e->queue, i);
+        if (engine_req_fd(r) >= 0) {
+            pfd[n] = (struct pollfd){.fd = engine_req_fd(r), .events = POLLRDHUP};
+            who[n++] = r;
+        }
+    }
+    if (n == 0 || poll(pfd, (nfds_t)n, 0) <= 0) return;
+    for (int i = 0; i < n; i++)
+        if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) engine_req_cancel(who[i]);
+}
+
+/* Compute embeddings for one request on the embeddings context. */
+static void llama_engine__embed(struct llama_engine *e, struct engine_req *r) {
+    struct corral_err err;
+    if (!e->ectx) {
+        struct llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = (uint32_t)e->n_ctx_slot;
+        cp.n_batch = cp.n_ubatch = (uint32_t)e->n_ctx_slot;
+        cp.n_seq_max = 1;
+        cp.n_threads = cp.n_threads_batch = e->threads;
+        cp.embeddings = true;
+        cp.pooling_type = LLAMA_POOLING_TYPE_MEAN;
+        cp.no_perf = true;
+        e->ectx = llama_init_from_model(e->model, cp);
+        if (!e->ectx) {
+            corral_err_set(&err, CORRAL_ENGINE, NULL, "could not create an embeddings context");
+            engine_req_fail(r, &err);
+            return;
+        }
+    }
+    const struct api_request *in = engine_req_input(r);
+    int dim = llama_model_n_embd(e->model);
+    float **vecs = calloc(in->n_inputs, sizeof *vecs);
+    struct llama_batch b = llama_batch_init(e->n_ctx_slot, 0, 1);
+    int64_t ntok = 0;
+    if (!vecs) goto nomem;
+    for (size_t i = 0; i < in->n_inputs; i++) {
+        if (engine_req_cancelled(r)) {
+            corral_err_set(&err, CORRAL_CANCELLED, NULL, "request cancelled");
+            goto fail;
+        }
+        size_t len = 0;
+        const int32_t *t = engine_req_token_list(r, i, &len);
+        llama_memory_clear(llama_get_memory(e->ectx), true);
+        b.n_tokens = 0;
+        for (size_t k = 0; k < len; k++) {
+            b.token[k] = t[k];
+            b.pos[k] = (llama_pos)k;
+            b.n_seq_id[k] = 1;
+            b.seq_id[k][0] = 0;
+            b.logits[k] = true;
+        }
+        b.n_tokens = (int32_t)len;
+        if (llama_decode(e->ectx, b) != 0) {
+            corral_err_set(&err, CORRAL_ENGINE, NULL, "embedding decode failed");
+            goto fail;
+        }
+        const float *v = llama_get_embeddings_seq(e->ectx, 0);
+        vecs[i] = malloc((size_t)dim * sizeof(float));
+        if (!v || !vecs[i]) {
+            corral_err_set(&err, CORRAL_ENGINE, NULL, "the model produced no embeddings");
+            goto fail;
+        }
+        double norm = 0;
+        for (int k = 0; k < dim; k++) norm += (double)v[k] * v[k];
+        norm = norm > 0 ? sqrt(norm) : 1.0;
+        for (int k = 0; k < dim; k++) vecs[i][k] = (float)(v[k] / norm);
+        ntok += (int64_t)len;
+    }
+    llama_batch_free(b);
+    engine_req_set_embeddings(r, vecs, in->n_inputs, (size_t)dim);
+    struct api_usage u = {.prompt_tokens = ntok};
+    engine_req_set_usage(r, &u);
+    atomic_fetch_add(&e->st_prompt, ntok);
+    engine_req_finish(r, ENGINE_FINISH_STOP);
+    return;
+nomem:
+    corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
+fail:
+    llama_batch_free(b);
+    if (vecs)
+        for (size_t i = 0; i < in->n_inputs; i++) free(vecs[i]);
+    free(vecs);
+    engine_req_fail(r, &err);
+}
+
+/* Turn a sampled token into text for the slot; returns true if the slot ended. */
+static bool llama_engine__on_token(struct llama_engine *e, struct slot *s, llama_token tok) {
+    s->n_decoded++;
+    atomic_fetch_add(&e->st_generated, 1);
+    if (llama_vocab_is_eog(e->vocab, tok)) {
+        llama_engine__slot_end(e, s, ENGINE_FINISH_STOP, NULL);
+        return true;
+    }
+    char piece[LLAMA_ENGINE_PIECE_MAX];
+    int n = llama_token_to_piece(e->vocab, tok, piece, sizeof piece, 0, false);
+    if (n < 0) n = 0;
+    buf_append(&s->pend, piece, (size_t)n);
+    size_t ready = utf8_complete_prefix(s->pend.data ? s->pend.data : "", s->pend.len);
+    buf_reset(&s->emit);
+    bool stopped = false;
+    if (ready) {
+        stopped = stopmatch_feed(&s->stop, s->pend.data, ready, &s->emit);
+        buf_consume(&s->pend, ready);
+    }
+    if (s->emit.len && engine_req_push(s->req, s->emit.data, s->emit.len) != 0) {
+        struct corral_err err;
+        corral_err_set(&err, CORRAL_CANCELLED, NULL, "client too slow: output buffer full");
+        log_warn("model %s: cancelling a request whose client does not read its output", e->id);
+        llama_engine__slot_end(e, s, ENGINE_FINISH_NONE, &err);
+        return true;
+    }
+    if (stopped) {
+        buf_reset(&s->emit); /* nothing after the stop string is sent */
+        s->stop.matched = true;
+        llama_engine__slot_end(e, s, ENGINE_FINISH_STOP, NULL);
+        return true;
+    }
+    if (s->n_decoded >= s->max_tokens || s->n_cache + 1 >= e->n_ctx_slot) {
+        llama_engine__slot_end(e, s, ENGINE_FINISH_LENGTH, NULL);
+        return true;
+    }
+    s->last = tok;
+    s->state = SLOT_GEN;
+    return false;
+}
+
+static void llama_engine__batch_add(struct llama_batch *b, llama_token t, llama_pos pos, int seq, bool logits) {
+    int i = b->n_tokens++;
+    b->token[i] = t;
+    b->pos[i] = pos;
+    b->n_seq_id[i] = 1;
+    b->seq_id[i][0] = seq;
+    b->logits[i] = logits;
+}
+
+static void *llama_engine__run(void *arg) {
+    struct llama_engine *e = arg;
+    int64_t last_poll = 0;
+    struct engine_req *embed_req = NULL;
+    for (;;) {
+        /* 1. queue: drop cancelled, admit into idle slots */
+        pthread_mutex_lock(&e->mu);
+        for (;;) {
+            bool active = atomic_load(&e->busy) > 0 || waitq_len(&e->queue) > 0 || e->stopping;
+            if (active) break;
+            pthread_cond_wait(&e->cv, &e->mu);
+        }
+        if (e->stopping) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        int64_t now = time_now_us();
+        if (now - last_poll >= LLAMA_ENGINE_POLL_US) {
+            llama_engine__poll_clients(e);
+            last_poll = now;
+        }
+        for (size_t i = 0; i < waitq_len(&e->queue);) {
+            struct engine_req *r = waitq_at(&e->queue, i);
+            if (engine_req_cancelled(r)) {
+                waitq_remove(&e->queue, r);
+                llama_engine__fail(r, CORRAL_CANCELLED, "request cancelled before it started");
+                engine_req_release(r);
+                continue;
+            }
+            i++;
+        }
+        while (waitq_len(&e->queue) > 0) {
+            struct engine_req *r = waitq_peek(&e->queue);
+            if (engine_req_input(r)->kind == API_EMBEDDING) {
+                if (embed_req) break;
+                embed_req = waitq_pop(&e->queue);
+                continue;
+            }
+            if (atomic_load(&e->busy) >= e->n_slots) break;
+            waitq_pop(&e->queue);
+            llama_engine__admit(e, r);
+        }
+        pthread_mutex_unlock(&e->mu);
+
+        if (embed_req) {
+            atomic_fetch_add(&e->busy, 1);
+            llama_engine__embed(e, embed_req);
+            atomic_fetch_sub(&e->busy, 1);
+            engine_req_release(embed_req);
+            embed_req = NULL;
+        }
+
+        /* 2. cancelled slots end now: their cells are freed before the next decode */
+        for (int i = 0; i < e->n_slots; i++) {
+            struct slot *s = &e->slots[i];
+            if (s->state != SLOT_IDLE && engine_req_cancelled(s->req)) {
+                struct corral_err err;
+                corral_err_set(&err, CORRAL_CANCELLED, NULL, "request cancelled");
+                llama_engine__slot_end(e, s, ENGINE_FINISH_NONE, &err);
+            }
+        }
+
+        /* 3. build the batch: generating slots first, then prompt chunks */
+        struct llama_batch *b = &e->batch;
+        b->n_tokens = 0;
+        for (int i = 0; i < e->n_slots; i++) {
+            struct slot *s = &e->slots[i];
+            s->i_batch = -1;
+            if (s->state != SLOT_GEN) continue;
+            s->i_batch = b->n_tokens;
+            llama_engine__batch_add(b, s->last, s->n_cache, s->seq, true);
+        }
+        int budget = e->n_batch - b->n_tokens;
+        for (int i = 0; i < e->n_slots && budget > 0; i++) {
+            struct slot *s = &e->slots[i];
+            if (s->state != SLOT_PROMPT) continue;
+            int left = s->n_prompt - s->n_cache;
+            int take = left < budget ? left : budget;
+            for (int k = 0; k < take; k++) {
+                int pos = s->n_cache + k;
+                bool last = pos == s->n_prompt - 1;
+                if (last) s->i_batch = b->n_tokens;
+                llama_engine__batch_add(b, s->prompt[pos], pos, s->seq, last);
+            }
+            budget -= take;
+        }
+        if (b->n_tokens == 0) continue;
+
+        /* 4. decode */
+        int rc = llama_decode(e->ctx, *b);
+        if (rc != 0) {
+            log_error("model %s: llama_decode failed (%d) on a batch of %d tokens", e->id, rc, b->n_tokens);
+            struct corral_err err;
+            corral_err_set(&err, CORRAL_ENGINE, NULL, "inference failed (llama_decode returned %d)", rc);
+            llama_memory_t mem = llama_get_memory(e->ctx);
+            for (int i = 0; i < e->n_slots; i++) {
+                struct slot *s = &e->slots[i];
+                if (s->state == SLOT_IDLE) continue;
+                llama_memory_seq_rm(mem, s->seq, -1, -1);
+                s->n_cache = 0;
+                llama_engine__slot_end(e, s, ENGINE_FINISH_NONE, &err);
+            }
+            continue;
+        }
+        /* the batch's tokens are now in the KV cache */
+        for (int i = 0; i < b->n_tokens; i++) {
+            struct slot *s = &e->slots[b->seq_id[i][0]];
+            s->cache[b->pos[i]] = b->token[i];
+            if (b->pos[i] + 1 > s->n_cache) s->n_cache = b->pos[i] + 1;
+        }
+
+        /* 5. sample */
+        for (int i = 0; i < e->n_slots; i++) {
+            struct slot *s = &e->slots[i];
+            if (s->i_batch < 0 || s->state == SLOT_IDLE) continue;
+            if (s->state == SLOT_PROMPT && s->n_cache < s->n_prompt) continue;
+            llama_token tok = llama_sampler_sample(s->smpl, e->ctx, s->i_batch);
+            llama_engine__on_token(e, s, tok);
+        }
+    }
+
+    /* stopping: fail everything still here */
+    pthread_mutex_lock(&e->mu);
+    struct engine_req *r;
+    while ((r = waitq_pop(&e->queue))) {
+        llama_engine__fail(r, CORRAL_UNAVAILABLE, "the model was unloaded");
+        engine_req_release(r);
+    }
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        if (s->state == SLOT_IDLE) continue;
+        struct corral_err err;
+        corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the model was unloaded");
+        llama_engine__slot_end(e, s, ENGINE_FINISH_NONE, &err);
+    }
+    return NULL;
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+static void llama_engine__stats(struct engine *base, struct engine_stats *out) {
+    struct llama_engine *e = (struct llama_engine *)base;
+    memset(out, 0, sizeof *out);
+    out->slots_total = e->n_slots;
+    out->slots_busy = atomic_load(&e->busy);
+    pthread_mutex_lock(&e->mu);
+    out->queued = (int)waitq_len(&e->queue);
+    pthread_mutex_unlock(&e->mu);
+    out->queue_cap = e->queue_size;
+    out->ctx_per_slot = e->n_ctx_slot;
+    out->requests_total = atomic_load(&e->st_requests);
+    out->tokens_prompt = atomic_load(&e->st_prompt);
+    out->tokens_generated = atomic_load(&e->st_generated);
+    out->tokens_cached = atomic_load(&e->st_cached);
+    out->memory_bytes = e->mem_bytes;
+}
+
+static void llama_engine__stop(struct engine *base) {
+    struct llama_engine *e = (struct llama_engine *)base;
+    pthread_mutex_lock(&e->mu);
+    bool join = e->thread && !e->stopping;
+    e->stopping = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (join) pthread_join(e->thread, NULL);
+}
+
+static void llama_engine__free(struct engine *base) {
+    struct llama_engine *e = (struct llama_engine *)base;
+    if (!e) return;
+    llama_engine__stop(base);
+    for (int i = 0; i < e->n_slots; i++) {
+        slot__reset_sampling(&e->slots[i]);
+        buf_free(&e->slots[i].pend);
+        buf_free(&e->slots[i].emit);
+        free(e->slots[i].cache);
+    }
+    free(e->slots);
+    if (e->batch.token) llama_batch_free(e->batch);
+    if (e->ectx) llama_free(e->ectx);
+    if (e->ctx) llama_free(e->ctx);
+    if (e->model) llama_model_free(e->model);
+    waitq_free(&e->queue);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e->tmpl);
+    free(e->id);
+    free(e);
+}
+
+static const struct engine_ops llama_engine__ops = {
+    .name = "llama",
+    .submit = llama_engine__submit,
+    .stats = llama_engine__stats,
+    .stop = llama_engine__stop,
+    .free = llama_engine__free,
+};
+
+/* Choose the chat template: the configured one, else the model's, else
+ * chatml; each must be one llama_chat_apply_template understands. */
+static char *llama_engine__pick_template(struct llama_engine *e, const char *want) {
+    struct llama_chat_message probe = {"user", "hi"};
+    char tmp[256];
+    const char *cands[3] = {want, llama_model_chat_template(e->model, NULL), "chatml"};
+    for (int i = 0; i < 3; i++) {
+        if (!cands[i]) continue;
+        if (llama_chat_apply_template(cands[i], &probe, 1, true, tmp, sizeof tmp) >= 0) {
+            if (i == 2)
+                log_warn("model %s: %s; using the chatml template", e->id,
+                         cands[1] ? "its chat template is not recognised" : "it has no chat template");
+            else if (i == 1 && want)
+                log_warn("model %s: chat_template \"%s\" is not recognised; using the model's own", e->id, want);
+            return strdup(cands[i]);
+        }
+    }
+    return strdup("chatml");
+}
+
+struct engine *llama_engine_open(const struct llama_engine_params *p, struct corral_err *err) {
+    struct stat st;
+    if (stat(p->path, &st) != 0) {
+        corral_err_set(err, CORRAL_CONFIG, NULL, "model '%s': cannot open %s: %s", p->id, p->path, strerror(errno));
+        return NULL;
+    }
+    struct llama_engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+        return NULL;
+    }
+    e->base.ops = &llama_engine__ops;
+    e->id = strdup(p->id);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    e->queue_size = p->queue_size;
+    e->out_cap = p->out_cap;
+    e->threads = p->threads;
+
+    int64_t t0 = time_now_ms();
+    struct llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = p->n_gpu_layers;
+    e->model = llama_model_load_from_file(p->path, mp);
+    if (!e->model) {
+        corral_err_set(err, CORRAL_ENGINE, NULL, "model '%s': llama.cpp could not load %s (not a valid GGUF model?)",
+                       p->id, p->path);
+        goto fail;
+    }
+    e->vocab = llama_model_get_vocab(e->model);
+    e->n_vocab = llama_vocab_n_tokens(e->vocab);
+    e->max_piece = 1;
+    for (int t = 0; t < e->n_vocab; t++) {
+        char piece[LLAMA_ENGINE_PIECE_MAX];
+        int n = llama_token_to_piece(e->vocab, t, piece, sizeof piece, 0, true);
+        if (n > e->max_piece) e->max_piece = n;
+    }
+
+    int train = llama_model_n_ctx_train(e->model);
+    e->n_ctx_slot = p->ctx;
+    if (train > 0 && e->n_ctx_slot > train) {
+        log_warn("model %s: ctx %d is more than the model was trained for; using %d", p->id, p->ctx, train);
+        e->n_ctx_slot = train;
+    }
+    e->n_slots = p->parallel;
+    e->n_batch = p->batch;
+
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = (uint32_t)e->n_ctx_slot * (uint32_t)e->n_slots;
+    cp.n_batch = (uint32_t)e->n_batch;
+    cp.n_ubatch = (uint32_t)e->n_batch;
+    cp.n_seq_max = (uint32_t)e->n_slots;
+    cp.n_threads = cp.n_threads_batch = p->threads;
+    cp.kv_unified = false;
+    cp.no_perf = true;
+    e->ctx = llama_init_from_model(e->model, cp);
+    if (!e->ctx) {
+        corral_err_set(err, CORRAL_ENGINE, NULL,
+                       "model '%s': could not create a context of %d slots x %d tokens (out of memory?)", p->id,
+                       e->n_slots, e->n_ctx_slot);
+        goto fail;
+    }
+    e->n_ctx_slot = (int)llama_n_ctx_seq(e->ctx);
+    e->batch = llama_batch_init(e->n_batch, 0, 1);
+    e->slots = calloc((size_t)e->n_slots, sizeof *e->slots);
+    if (!e->slots) goto nomem;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *s = &e->slots[i];
+        s->seq = i;
+        s->i_batch = -1;
+        s->cache = malloc((size_t)e->n_ctx_slot * sizeof *s->cache);
+        if (!s->cache) goto nomem;
+        buf_init(&s->pend, 0);
+        buf_init(&s->emit, 0);
+    }
+    if (waitq_init(&e->queue, (size_t)e->queue_size + (size_t)e->n_slots) != 0) goto nomem;
+    e->tmpl = llama_engine__pick_template(e, p->chat_template);
+    e->mem_bytes = llama_model_size(e->model) + llama_state_get_size(e->ctx);
+
+    if (pthread_create(&e->thread, NULL, llama_engine__run, e) != 0) {
+        e->thread = 0;
+        corral_err_set(err, CORRAL_INTERNAL, NULL, "could not start the scheduler thread");
+        goto fail;
+    }
+    log_info("model %s: loaded %s in %lld ms (%d slots x %d ctx, batch %d, %d threads, template %s)", p->id,
+             p->path, (long long)(time_now_ms() - t0), e->n_slots, e->n_ctx_slot, e->n_batch, p->threads,
+             strlen(e->tmpl) < 32 ? e->tmpl : "from the model");
+    return &e->base;
+nomem:
+    corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+fail:
+    llama_engine__free(&e->base);
+    return NULL;
+}

@@ -1,0 +1,31 @@
+/* llama_engine.h - in-process llama.cpp backend with continuous batching. */
+#ifndef CORRAL_LLAMA_ENGINE_H
+#define CORRAL_LLAMA_ENGINE_H
+
+#include <stddef.h>
+
+#include "engine/engine.h"
+
+struct llama_engine_params {
+    const char *id;            /* model id, for logs */
+    const char *path;          /* GGUF file */
+    int parallel;              /* sequence slots */
+    int ctx;                   /* context tokens per slot (capped at the model's training context) */
+    int batch;                 /* tokens per decode step */
+    int threads;               /* CPU threads for decoding */
+    int n_gpu_layers;          /* layers to offload (0 on CPU builds) */
+    int queue_size;            /* waiting requests beyond free slots */
+    const char *chat_template; /* NULL = the model's own */
+    size_t out_cap;            /* per-request output buffer bound */
+};
+
+/* Call once before opening any model: initialises llama.cpp's backends and
+ * routes its log into corral's log. */
+void llama_engine_global_init(void);
+
+/* Load the model, create its context and start its scheduler thread. On
+ * failure returns NULL and fills *err (file missing, not a GGUF, load failed,
+ * context creation failed). Free with engine_free(). */
+struct engine *llama_engine_open(const struct llama_engine_params *p, struct corral_err *err);
+
+#endif

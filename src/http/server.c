@@ -1,0 +1,630 @@
+/* server.c - the HTTP transport on libmicrohttpd.
+ *
+ * DESIGN
+ * libmicrohttpd runs its own epoll threads. The access handler is called
+ * once when headers arrive (route, auth and Content-Length are checked
+ * then, so a refused request costs no body), once per body chunk (buffered
+ * up to body_limit) and once at the end, when the request is dispatched.
+ *
+ * Inference never blocks an event thread. A non-streaming request parks its
+ * engine_req "until done" and suspends the connection; the engine's finish
+ * resumes it and the handler runs again to send the whole response. A
+ * streaming request gets a chunked response at once whose content reader
+ * turns the engine's text into SSE chunks and, when no text is pending,
+ * suspends the connection inside the reader (libmicrohttpd's documented way
+ * to say "no data yet"); each push from the engine resumes it. Parking and
+ * waking happen under the request's lock, so no wake-up is lost.
+ *
+ * A suspended connection is never looked at by the library, so the engine
+ * polls the client socket itself (engine_req_set_fd) and cancels requests
+ * whose client hung up; the completion callback cancels too, and drops the
+ * transport's reference and the model pin.
+ */
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api/openai.h"
+#include "engine/engine.h"
+#include "http/sse.h"
+#include "util/buf.h"
+#include "util/log.h"
+#include "util/time.h"
+
+/* Bytes of engine text turned into one SSE chunk at most. */
+#define HTTP_TAKE_MAX 16384
+/* Output an engine may hold for one request before the client is "too slow". */
+#define HTTP_OUT_CAP (4u << 20)
+
+struct http_server {
+    struct MHD_Daemon *d;
+    struct pool *pool;
+    char *api_key;
+    size_t body_limit;
+    int port;
+};
+
+enum route_id {
+    R_NONE = 0,
+    R_HEALTH,
+    R_MODELS,
+    R_MODEL, /* /v1/models/{id} */
+    R_CHAT,
+    R_COMPLETIONS,
+    R_EMBEDDINGS,
+};
+
+struct route {
+    const char *path;
+    enum route_id id;
+    const char *method; /* the one method it answers */
+    bool auth;          /* needs the API key when one is set */
+};
+
+static const struct route http__routes[] = {
+    {"/health", R_HEALTH, "GET", false},
+    {"/v1/health", R_HEALTH, "GET", false},
+    {"/v1/models", R_MODELS, "GET", true},
+    {"/models", R_MODELS, "GET", true},
+    {"/v1/chat/completions", R_CHAT, "POST", true},
+    {"/chat/completions", R_CHAT, "POST", true},
+    {"/v1/completions", R_COMPLETIONS, "POST", true},
+    {"/completions", R_COMPLETIONS, "POST", true},
+    {"/v1/embeddings", R_EMBEDDINGS, "POST", true},
+    {"/embeddings", R_EMBEDDINGS, "POST", true},
+};
+
+static const struct route http__route_model = {"/v1/models/", R_MODEL, "GET", true};
+
+/* Per-request state, from the first call of the handler to completion. */
+struct conn {
+    struct http_server *srv;
+    struct MHD_Connection *mhd;
+    const struct route *route;
+    struct buf body;
+    size_t body_seen;
+    bool too_large;
+    bool dispatched;
+
+    struct engine *engine;
+    struct engine_req *req;
+    enum api_kind kind;
+    bool stream;
+    bool include_usage;
+    char id[48];
+    int64_t created;
+    char *model;
+
+    /* streaming */
+    struct buf sse;
+    size_t sse_off;
+    bool sent_role;
+    bool sent_end;
+    char *take;
+};
+
+/* ------------------------------------------------------------ responses */
+
+static void http__common_headers(struct MHD_Response *r, const char *ctype) {
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+}
+
+/* Queue a JSON response; takes ownership of json (malloc'd). */
+static enum MHD_Result http__reply_json(struct MHD_Connection *c, unsigned status, char *json) {
+    if (!json) {
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+        struct MHD_Response *r = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+        http__common_headers(r, "application/json");
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_INTERNAL_SERVER_ERROR, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(json);
+        return MHD_NO;
+    }
+    http__common_headers(r, "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result http__reply_error(struct MHD_Connection *c, const struct corral_err *err,
+                                         const char *allow) {
+    char *json = api_error_json(err);
+    int status = corral_status_http(err->status);
+    if (status == 499) status = 500;
+    if (!json) return http__reply_json(c, (unsigned)status, NULL);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(json);
+        return MHD_NO;
+    }
+    http__common_headers(r, "application/json");
+    if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result http__fail(struct MHD_Connection *c, enum corral_status st, const char *param,
+                                  const char *allow, const char *fmt, const char *arg) {
+    struct corral_err err;
+    corral_err_clear(&err);
+    corral_err_set(&err, st, param, fmt, arg);
+    return http__reply_error(c, &err, allow);
+}
+
+/* ------------------------------------------------------------ auth, routes */
+
+static bool http__consttime_eq(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++) diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+static bool http__authorized(struct http_server *s, struct MHD_Connection *c) {
+    if (!s->api_key) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        h += 7;
+        while (*h == ' ') h++;
+        return http__consttime_eq(h, s->api_key);
+    }
+    h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    return h && http__consttime_eq(h, s->api_key);
+}
+
+static const struct route *http__find_route(const char *url, bool *path_known) {
+    for (size_t i = 0; i < sizeof http__routes / sizeof http__routes[0]; i++) {
+        if (strcmp(url, http__routes[i].path) == 0) {
+            *path_known = true;
+            return &http__routes[i];
+        }
+    }
+    if (strncmp(url, http__route_model.path, strlen(http__route_model.path)) == 0 &&
+        url[strlen(http__route_model.path)] != '\0') {
+        *path_known = true;
+        return &http__route_model;
+    }
+    *path_known = false;
+    return NULL;
+}
+
+/* ------------------------------------------------------------ simple GETs */
+
+static enum MHD_Result http__health(struct http_server *s, struct MHD_Connection *c) {
+    json_t *models = json_array();
+    size_t n = pool_count(s->pool);
+    int loaded = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct pool_model_info mi;
+        if (pool_info(s->pool, i, &mi) != 0) continue;
+        if (mi.status == POOL_LOADED) loaded++;
+        json_t *m = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "id", mi.id, "status",
+                              pool_status_name(mi.status), "slots_busy", mi.stats.slots_busy, "slots_total",
+                              mi.stats.slots_total, "queued", mi.stats.queued, "in_flight", mi.in_flight);
+        if (m && mi.error && mi.error[0]) json_object_set_new(m, "error", json_string(mi.error));
+        if (m) json_array_append_new(models, m);
+    }
+    json_t *root = json_pack("{s:s, s:o}", "status", (size_t)loaded == n ? "ok" : "degraded", "models", models);
+    char *out = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    return http__reply_json(c, MHD_HTTP_OK, out);
+}
+
+static enum MHD_Result http__models(struct http_server *s, struct MHD_Connection *c, const char *one) {
+    size_t n = pool_count(s->pool);
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    const char **st = calloc(n ? n : 1, sizeof *st);
+    int64_t *created = calloc(n ? n : 1, sizeof *created);
+    size_t k = 0;
+    if (!ids || !st || !created) goto done;
+    for (size_t i = 0; i < n; i++) {
+        struct pool_model_info mi;
+        if (pool_info(s->pool, i, &mi) != 0) continue;
+        if (one && strcmp(one, mi.id) != 0) continue;
+        ids[k] = mi.id;
+        st[k] = pool_status_name(mi.status);
+        created[k] = mi.created;
+        k++;
+    }
+done:;
+    enum MHD_Result ret;
+    if (one && k == 0) {
+        ret = http__fail(c, CORRAL_MODEL_NOT_FOUND, "model", NULL, "the model '%.200s' does not exist", one);
+    } else if (one) {
+        /* a single model object: the first entry of the list form */
+        char *list = api_models_json(ids, created, st, k);
+        json_t *root = list ? json_loads(list, 0, NULL) : NULL;
+        free(list);
+        json_t *m = root ? json_array_get(json_object_get(root, "data"), 0) : NULL;
+        char *out = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        json_decref(root);
+        ret = http__reply_json(c, MHD_HTTP_OK, out);
+    } else {
+        ret = http__reply_json(c, MHD_HTTP_OK, api_models_json(ids, created, st, k));
+    }
+    free(ids);
+    free(st);
+    free(created);
+    return ret;
+}
+
+/* ------------------------------------------------------------ inference */
+
+static void http__resume(void *ctx) { MHD_resume_connection(ctx); }
+static void http__suspend(void *ctx) { MHD_suspend_connection(ctx); }
+
+static const char *http__finish_name(enum engine_finish f) {
+    return f == ENGINE_FINISH_LENGTH ? "length" : "stop";
+}
+
+/* Append the SSE events for text (and, at the end, the final chunks) to
+ * conn->sse. Returns -1 if out of memory. */
+static int http__stream_events(struct conn *k, const char *text, size_t n, const struct engine_req_view *v) {
+    bool chat = k->kind == API_CHAT;
+    if (chat && !k->sent_role) {
+        char *j = api_chunk_json(k->kind, k->id, k->created, k->model, true, "", 0, NULL, k->include_usage,
+                                 NULL, false);
+        if (!j || sse_data(&k->sse, j, strlen(j)) != 0) goto oom;
+        free(j);
+        k->sent_role = true;
+    }
+    if (n > 0) {
+        char *j = api_chunk_json(k->kind, k->id, k->created, k->model, false, text, n, NULL, k->include_usage,
+                                 NULL, false);
+        if (!j || sse_data(&k->sse, j, strlen(j)) != 0) {
+            free(j);
+            goto oom;
+        }
+        free(j);
+    }
+    if (v && v->state == ENGINE_REQ_DONE && !k->sent_end) {
+        if (v->status != CORRAL_OK) {
+            struct corral_err err;
+            engine_req_error(k->req, &err);
+            char *j = api_error_json(&err);
+            if (!j || sse_data(&k->sse, j, strlen(j)) != 0) {
+                free(j);
+                goto oom;
+            }
+            free(j);
+        } else {
+            char *j = api_chunk_json(k->kind, k->id, k->created, k->model, false, NULL, 0,
+                                     http__finish_name(v->finish), k->include_usage, NULL, false);
+            if (!j || sse_data(&k->sse, j, strlen(j)) != 0) {
+                free(j);
+                goto oom;
+            }
+            free(j);
+            if (k->include_usage) {
+                j = api_chunk_json(k->kind, k->id, k->created, k->model, false, NULL, 0, NULL, false, &v->usage,
+                                   true);
+                if (!j || sse_data(&k->sse, j, strlen(j)) != 0) {
+                    free(j);
+                    goto oom;
+                }
+                free(j);
+            }
+        }
+        if (sse_done(&k->sse) != 0) goto oom;
+        k->sent_end = true;
+    }
+    return 0;
+oom:
+    return -1;
+}
+
+static ssize_t http__stream_reader(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos;
+    struct conn *k = cls;
+    for (;;) {
+        if (k->sse_off < k->sse.len) {
+            size_t n = k->sse.len - k->sse_off;
+            if (n > max) n = max;
+            memcpy(out, k->sse.data + k->sse_off, n);
+            k->sse_off += n;
+            if (k->sse_off == k->sse.len) {
+                buf_reset(&k->sse);
+                k->sse_off = 0;
+            }
+            return (ssize_t)n;
+        }
+        if (k->sent_end) return MHD_CONTENT_READER_END_OF_STREAM;
+        struct engine_req_view v;
+        size_t n = engine_req_take(k->req, k->take, HTTP_TAKE_MAX, &v);
+        if (n > 0 || v.state == ENGINE_REQ_DONE || (k->kind == API_CHAT && !k->sent_role)) {
+            /* text taken before DONE was seen belongs before the end events */
+            if (v.state == ENGINE_REQ_DONE && engine_req_pending(k->req) > 0) v.state = ENGINE_REQ_RUNNING;
+            if (http__stream_events(k, k->take, n, &v) != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        if (engine_req_park(k->req, false, http__suspend, k->mhd)) return 0;
+    }
+}
+
+static void http__stream_free(void *cls) { (void)cls; /* the conn is freed on completion */ }
+
+/* Send the whole response of a finished non-streaming request. */
+static enum MHD_Result http__reply_done(struct conn *k) {
+    struct engine_req_view v;
+    engine_req_take(k->req, NULL, 0, &v);
+    if (v.status != CORRAL_OK) {
+        struct corral_err err;
+        engine_req_error(k->req, &err);
+        return http__reply_error(k->mhd, &err, NULL);
+    }
+    if (k->kind == API_EMBEDDING) {
+        size_t n = 0, dim = 0;
+        const float *const *vecs = engine_req_embeddings(k->req, &n, &dim);
+        const struct api_request *in = engine_req_input(k->req);
+        return http__reply_json(k->mhd, MHD_HTTP_OK,
+                                api_embeddings_json(k->model, vecs, n, dim, in->encoding_base64, v.usage.prompt_tokens));
+    }
+    size_t len = engine_req_pending(k->req);
+    char *text = malloc(len + 1);
+    if (!text) return http__reply_json(k->mhd, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
+    len = engine_req_take(k->req, text, len, NULL);
+    char *json = api_completion_json(k->kind, k->id, k->created, k->model, text, len, http__finish_name(v.finish),
+                                     &v.usage);
+    free(text);
+    return http__reply_json(k->mhd, MHD_HTTP_OK, json);
+}
+
+static enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
+    struct corral_err err;
+    corral_err_clear(&err);
+    struct api_request in;
+    memset(&in, 0, sizeof in);
+    k->kind = k->route->id == R_CHAT ? API_CHAT : k->route->id == R_COMPLETIONS ? API_COMPLETION : API_EMBEDDING;
+    if (api_request_parse(k->kind, k->body.data ? k->body.data : "", k->body.len, &in, &err) != CORRAL_OK)
+        return http__reply_error(k->mhd, &err, NULL);
+    buf_free(&k->body);
+
+    k->engine = pool_acquire(s->pool, in.model, &err);
+    if (!k->engine) {
+        api_request_free(&in);
+        return http__reply_error(k->mhd, &err, NULL);
+    }
+    k->model = strdup(in.model);
+    k->stream = in.stream && k->kind != API_EMBEDDING;
+    k->include_usage = in.include_usage;
+    k->created = time_wall_s();
+    api_make_id(k->kind == API_CHAT ? "chatcmpl-" : k->kind == API_COMPLETION ? "cmpl-" : "emb-", k->id, sizeof k->id);
+    k->req = engine_req_new(&in, HTTP_OUT_CAP);
+    if (!k->model || !k->req) {
+        api_request_free(&in);
+        return http__reply_json(k->mhd, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(k->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) engine_req_set_fd(k->req, ci->connect_fd);
+    engine_req_set_notify(k->req, http__resume, k->mhd);
+
+    if (engine_submit(k->engine, k->req, &err) != CORRAL_OK) return http__reply_error(k->mhd, &err, NULL);
+
+    if (!k->stream) {
+        if (engine_req_park(k->req, true, http__suspend, k->mhd)) return MHD_YES;
+        return http__reply_done(k);
+    }
+    k->take = malloc(HTTP_TAKE_MAX);
+    buf_init(&k->sse, 0);
+    if (!k->take) return http__reply_json(k->mhd, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, http__stream_reader, k,
+                                                               http__stream_free);
+    if (!r) return MHD_NO;
+    http__common_headers(r, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    enum MHD_Result ret = MHD_queue_response(k->mhd, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ------------------------------------------------------------ the handler */
+
+static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                     const char *version, const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls) {
+    (void)version;
+    struct http_server *s = cls;
+    struct conn *k = *con_cls;
+
+    if (!k) {
+        /* headers are in: route, method, auth and declared size first */
+        if (strcmp(method, "OPTIONS") == 0) {
+            struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+            MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+            MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+            MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Api-Key");
+            MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+            enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_NO_CONTENT, r);
+            MHD_destroy_response(r);
+            return ret;
+        }
+        bool known = false;
+        const struct route *rt = http__find_route(url, &known);
+        if (!rt)
+            return http__fail(c, CORRAL_NOT_FOUND, NULL, NULL, "no such endpoint: %.200s", url);
+        bool head_ok = strcmp(method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0;
+        if (strcmp(method, rt->method) != 0 && !head_ok) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "%s is not allowed here; use %s", method, rt->method);
+            return http__fail(c, CORRAL_METHOD_NOT_ALLOWED, NULL, rt->method, "%s", msg);
+        }
+        if (rt->auth && !http__authorized(s, c))
+            return http__fail(c, CORRAL_UNAUTHORIZED, NULL, NULL, "%s",
+                              "invalid or missing API key (send 'Authorization: Bearer <key>')");
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end = NULL;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (end && *end == '\0' && v > s->body_limit) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "request body of %llu bytes is over the limit of %zu bytes", v,
+                         s->body_limit);
+                return http__fail(c, CORRAL_TOO_LARGE, NULL, NULL, "%s", msg);
+            }
+        }
+        k = calloc(1, sizeof *k);
+        if (!k) return MHD_NO;
+        k->srv = s;
+        k->mhd = c;
+        k->route = rt;
+        buf_init(&k->body, s->body_limit);
+        *con_cls = k;
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        if (!k->too_large && buf_append(&k->body, upload_data, *upload_data_size) != 0) {
+            k->too_large = true;
+            buf_free(&k->body);
+        }
+        k->body_seen += *upload_data_size;
+        *upload_data_size = 0;
+        /* a chunked body far over the limit: stop reading it at all */
+        if (k->too_large && k->body_seen > 4 * s->body_limit) return MHD_NO;
+        return MHD_YES;
+    }
+
+    if (k->dispatched) {
+        /* resumed after the engine finished a non-streaming request */
+        if (k->req && !k->stream) return http__reply_done(k);
+        return MHD_YES;
+    }
+    k->dispatched = true;
+    if (k->too_large) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", s->body_limit);
+        return http__fail(c, CORRAL_TOO_LARGE, NULL, NULL, "%s", msg);
+    }
+    switch (k->route->id) {
+    case R_HEALTH: return http__health(s, c);
+    case R_MODELS: return http__models(s, c, NULL);
+    case R_MODEL: return http__models(s, c, url + strlen(http__route_model.path));
+    case R_CHAT:
+    case R_COMPLETIONS:
+    case R_EMBEDDINGS: return http__inference(s, k);
+    case R_NONE: break;
+    }
+    return http__fail(c, CORRAL_NOT_FOUND, NULL, NULL, "no such endpoint: %.200s", url);
+}
+
+static void http__completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                            enum MHD_RequestTerminationCode toe) {
+    (void)c;
+    struct http_server *s = cls;
+    struct conn *k = *con_cls;
+    if (!k) return;
+    *con_cls = NULL;
+    if (k->req) {
+        engine_req_set_notify(k->req, NULL, NULL);
+        struct engine_req_view v;
+        engine_req_take(k->req, NULL, 0, &v);
+        if (v.state != ENGINE_REQ_DONE) {
+            engine_req_cancel(k->req);
+            if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+                log_info("request %s: client went away; cancelled", k->id);
+        }
+        engine_req_release(k->req);
+    }
+    if (k->engine) pool_release(s->pool, k->engine);
+    buf_free(&k->body);
+    buf_free(&k->sse);
+    free(k->take);
+    free(k->model);
+    free(k);
+}
+
+static void http__mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n') line[--n] = '\0';
+    log_debug("http: %s", line);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+struct http_server *http_server_start(const struct http_server_params *p, struct corral_err *err) {
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+        return NULL;
+    }
+    s->pool = p->pool;
+    s->body_limit = p->body_limit;
+    s->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
+
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", p->port);
+    int gai = getaddrinfo(p->host, port, &hints, &ai);
+    if (gai != 0 || !ai) {
+        corral_err_set(err, CORRAL_CONFIG, NULL, "cannot resolve host '%s': %s", p->host, gai_strerror(gai));
+        goto fail;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO | MHD_USE_ITC;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->d = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, http__handler, s,
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)p->threads,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+                            MHD_OPTION_NOTIFY_COMPLETED, http__completed, s,
+                            MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL,
+                            MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->d) {
+        corral_err_set(err, CORRAL_CONFIG, NULL, "cannot listen on %s:%d (address in use or not available)", p->host,
+                       p->port);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : p->port;
+    return s;
+fail:
+    free(s->api_key);
+    free(s);
+    return NULL;
+}
+
+int http_server_port(const struct http_server *s) { return s->port; }
+
+void http_server_quiesce(struct http_server *s) {
+    if (s && s->d) {
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+    }
+}
+
+void http_server_stop(struct http_server *s) {
+    if (!s) return;
+    if (s->d) MHD_stop_daemon(s->d);
+    free(s->api_key);
+    free(s);
+}

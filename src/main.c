@@ -1,0 +1,151 @@
+/* main.c - the corral command line: serve, models, version. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "http/server.h"
+#include "pool/pool.h"
+#include "util/log.h"
+
+extern char **environ;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "corral %s - a local LLM inference server with an OpenAI-compatible API\n"
+            "\n"
+            "usage: corral serve [options]     run the server\n"
+            "       corral models [options]    list the configured models\n"
+            "       corral version             print the version\n"
+            "\n"
+            "options (also settable in an INI file and as CORRAL_* variables):\n"
+            "  --config FILE         INI config ([server] and [model.ID] sections)\n"
+            "  --model ID=PATH       serve the GGUF at PATH as model ID (repeatable)\n"
+            "  --host ADDR           address to bind (default 127.0.0.1)\n"
+            "  --port N              port (default 8080; 0 = any free port)\n"
+            "  --threads N           CPU threads for inference (default: all cores)\n"
+            "  --parallel N          concurrent sequences per model (default 4)\n"
+            "  --ctx N               context tokens per sequence (default 2048)\n"
+            "  --batch N             tokens per decode step (default 512)\n"
+            "  --n-gpu-layers N      layers to offload to a GPU (default 0)\n"
+            "  --queue-size N        requests allowed to wait per model (default 64)\n"
+            "  --body-limit SIZE     largest request body (default 8M)\n"
+            "  --http-threads N      HTTP event threads (default 2)\n"
+            "  --api-key KEY         require 'Authorization: Bearer KEY'\n"
+            "  --log-level LEVEL     debug, info, warn, error (default info)\n",
+            CORRAL_VERSION);
+}
+
+static int load_config(struct config *cfg, int argc, char **argv) {
+    char err[1024];
+    if (config_load(cfg, argc, argv, environ, err, sizeof err) != 0) {
+        fprintf(stderr, "corral: %s\n", err);
+        return -1;
+    }
+    int lvl = log_level_parse(cfg->log_level ? cfg->log_level : "info");
+    log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
+    return 0;
+}
+
+static int cmd_models(int argc, char **argv) {
+    struct config cfg;
+    if (load_config(&cfg, argc, argv) != 0) {
+        config_free(&cfg);
+        return 2;
+    }
+    for (int i = 0; i < cfg.n_models; i++) printf("%s\t%s\n", cfg.models[i].id, cfg.models[i].path);
+    config_free(&cfg);
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv) {
+    struct config cfg;
+    int rc = 1;
+    struct pool *pool = NULL;
+    struct http_server *srv = NULL;
+    if (load_config(&cfg, argc, argv) != 0) {
+        config_free(&cfg);
+        return 2;
+    }
+    if (cfg.n_models == 0) {
+        fprintf(stderr, "corral: no models configured; use --model ID=PATH or a [model.ID] section\n");
+        config_free(&cfg);
+        return 2;
+    }
+
+    /* Signals are taken synchronously by this thread; every other thread
+     * inherits the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct corral_err err;
+    corral_err_clear(&err);
+    pool = pool_new(&cfg, &err);
+    if (!pool) {
+        fprintf(stderr, "corral: %s\n", err.message);
+        goto out;
+    }
+    struct http_server_params hp = {
+        .host = cfg.host,
+        .port = cfg.port,
+        .threads = cfg.http_threads,
+        .body_limit = cfg.body_limit,
+        .api_key = cfg.api_key,
+        .pool = pool,
+    };
+    srv = http_server_start(&hp, &err);
+    if (!srv) {
+        fprintf(stderr, "corral: %s\n", err.message);
+        goto out;
+    }
+    const char *h = cfg.host;
+    log_info("corral %s listening on http://%s%s%s:%d (%d models)", CORRAL_VERSION, strchr(h, ':') ? "[" : "", h,
+             strchr(h, ':') ? "]" : "", http_server_port(srv), cfg.n_models);
+    /* A line a parent process can wait for. */
+    printf("corral: listening on port %d\n", http_server_port(srv));
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_info("signal %d: shutting down", sig);
+    rc = 0;
+out:
+    if (srv) http_server_quiesce(srv);
+    if (pool) pool_stop(pool);
+    http_server_stop(srv);
+    pool_free(pool);
+    config_free(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("corral %s\n", CORRAL_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "models") == 0) return cmd_models(argc - 2, argv + 2);
+    if (strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "corral: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
