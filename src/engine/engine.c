@@ -21,7 +21,7 @@ struct engine_req {
     pthread_mutex_t mu;
     _Atomic int refs;
     _Atomic bool cancelled;
-    int fd;
+    _Atomic int fd;
     int64_t created_us;
 
     struct api_request in;
@@ -54,7 +54,7 @@ struct engine_req *engine_req_new(struct api_request *in, size_t out_cap) {
     pthread_mutex_init(&r->mu, NULL);
     atomic_init(&r->refs, 1);
     atomic_init(&r->cancelled, false);
-    r->fd = -1;
+    atomic_init(&r->fd, -1);
     r->created_us = time_now_us();
     r->in = *in;
     memset(in, 0, sizeof *in);
@@ -88,8 +88,8 @@ void engine_req_set_notify(struct engine_req *r, engine_notify_fn fn, void *ctx)
     pthread_mutex_unlock(&r->mu);
 }
 
-void engine_req_set_fd(struct engine_req *r, int fd) { r->fd = fd; }
-int engine_req_fd(const struct engine_req *r) { return r->fd; }
+void engine_req_set_fd(struct engine_req *r, int fd) { atomic_store(&r->fd, fd); }
+int engine_req_fd(const struct engine_req *r) { return atomic_load(&r->fd); }
 int64_t engine_req_created_us(const struct engine_req *r) { return r->created_us; }
 
 void engine_req_cancel(struct engine_req *r) { atomic_store(&r->cancelled, true); }

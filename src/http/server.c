@@ -537,7 +537,10 @@ static void http__completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!k) return;
     *con_cls = NULL;
     if (k->req) {
+        /* after this no wake-up can touch the connection, and the engine
+         * stops polling a socket the library is about to close */
         engine_req_set_notify(k->req, NULL, NULL);
+        engine_req_set_fd(k->req, -1);
         struct engine_req_view v;
         engine_req_take(k->req, NULL, 0, &v);
         if (v.state != ENGINE_REQ_DONE) {

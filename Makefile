@@ -1,0 +1,47 @@
+# corral: convenience targets over CMake. `make run` and `make test` do all
+# the set-up on a fresh machine (Debian packages, llama.cpp source, build).
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?= -DCORRAL_WERROR=ON
+PORT ?= 8080
+DEMO_MODEL := $(BUILD)/models/demo.gguf
+
+.PHONY: all deps configure build run test test-unit test-asan bench clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD) -j$(JOBS)
+
+$(DEMO_MODEL): | build
+	@mkdir -p $(dir $@)
+	$(BUILD)/corral-mkmodel --out $@ --dim 256 --layers 4 --ffn 768 --heads 8 --kv-heads 4 --type q8_0 --name corral-demo
+
+# Build and serve the generated demo model on http://127.0.0.1:$(PORT)
+run: build $(DEMO_MODEL)
+	$(BUILD)/corral serve --model demo=$(DEMO_MODEL) --port $(PORT) $(ARGS)
+
+# Build and run every test: unit (cmocka), end to end (pytest), OpenAI SDK.
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 1200
+
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -L unit
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_SANITIZE=ON -DCORRAL_WERROR=ON >/dev/null
+	@cmake --build $(BUILD)-asan -j$(JOBS)
+	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 ctest --output-on-failure --timeout 1200
+
+bench: build
+	bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan
