@@ -396,7 +396,7 @@ static void llama_engine__fail(struct engine_req *r, enum corral_status st, cons
 static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum engine_finish finish,
                                    const struct corral_err *err) {
     if (s->req) {
-        if (!err && s->state == SLOT_GEN) {
+        if (!err && s->n_decoded > 0) { /* release text held back for a stop string */
             buf_reset(&s->emit);
             stopmatch_flush(&s->stop, &s->emit);
             if (s->emit.len) engine_req_push(s->req, s->emit.data, s->emit.len);
@@ -711,7 +711,10 @@ static void *llama_engine__run(void *arg) {
         if (b->n_tokens == 0) continue;
 
         /* 4. decode */
+        int64_t t_dec = time_now_us();
         int rc = llama_decode(e->ctx, *b);
+        if (log_get_level() <= LOG_DEBUG)
+            log_debug("model %s: decoded %d tokens in %.1f ms", e->id, b->n_tokens, (time_now_us() - t_dec) / 1000.0);
         if (rc != 0) {
             log_error("model %s: llama_decode failed (%d) on a batch of %d tokens", e->id, rc, b->n_tokens);
             struct corral_err err;
@@ -902,7 +905,10 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
                        e->n_slots, e->n_ctx_slot);
         goto fail;
     }
-    e->n_ctx_slot = (int)llama_n_ctx_seq(e->ctx);
+    /* llama.cpp may round the context up (to a multiple of 256) and caps the
+     * batch at the context: enforce the configured context, use its batch. */
+    if ((int)llama_n_ctx_seq(e->ctx) < e->n_ctx_slot) e->n_ctx_slot = (int)llama_n_ctx_seq(e->ctx);
+    e->n_batch = (int)llama_n_batch(e->ctx);
     e->batch = llama_batch_init(e->n_batch, 0, 1);
     e->slots = calloc((size_t)e->n_slots, sizeof *e->slots);
     if (!e->slots) goto nomem;

@@ -46,6 +46,8 @@
 
 /* Bytes of engine text turned into one SSE chunk at most. */
 #define HTTP_TAKE_MAX 16384
+/* Bytes of an over-limit body read and dropped before the connection is closed. */
+#define HTTP_DISCARD_MAX (64u << 20)
 /* Output an engine may hold for one request before the client is "too slow". */
 #define HTTP_OUT_CAP (4u << 20)
 
@@ -501,8 +503,10 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
         }
         k->body_seen += *upload_data_size;
         *upload_data_size = 0;
-        /* a chunked body far over the limit: stop reading it at all */
-        if (k->too_large && k->body_seen > 4 * s->body_limit) return MHD_NO;
+        /* A body over the limit is read and dropped so the client gets its
+         * 413 (the library cannot answer mid-body); one far over it is cut
+         * off by closing the connection. */
+        if (k->too_large && k->body_seen > HTTP_DISCARD_MAX && k->body_seen > 4 * s->body_limit) return MHD_NO;
         return MHD_YES;
     }
 
