@@ -112,8 +112,10 @@ size_t engine_req_take(struct engine_req *r, char *dst, size_t cap, struct engin
             /* never split a UTF-8 character between two takes */
             while (n > 0 && ((unsigned char)r->out.data[n] & 0xC0) == 0x80) n--;
         }
-        memcpy(dst, r->out.data, n);
-        buf_consume(&r->out, n);
+        if (n) {
+            memcpy(dst, r->out.data, n);
+            buf_consume(&r->out, n);
+        }
     }
     if (view) {
         view->state = r->state;

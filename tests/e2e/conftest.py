@@ -203,7 +203,18 @@ class Server:
                 f.close()
             except Exception:
                 pass
+        # Under -fsanitize builds a sanitizer report in the server's log is a
+        # failure even if every request looked fine.
+        log = self.stderr()
+        for marker in SANITIZER_MARKERS:
+            if marker in log:
+                at = log.index(marker)
+                raise AssertionError("sanitizer report in the server log:\n" + log[max(0, at - 200):at + 3000])
         return self.proc.returncode
+
+
+SANITIZER_MARKERS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "WARNING: ThreadSanitizer")
 
 
 def server_args(model_path=TEST_MODEL, model_id=MODEL, parallel=4, ctx=512, queue=8, extra=()):
