@@ -643,6 +643,10 @@ static enum corral_status parse_sampling(const json_t *root, enum api_kind kind,
         s->seed = (uint64_t)iv;
     }
 
+    /* extension shared with llama-server and vLLM (benchmark clients send it) */
+    if ((st = get_bool(root, "ignore_eos", &s->ignore_eos, err)) != CORRAL_OK)
+        return st;
+
     if ((st = parse_stop(root, s, err)) != CORRAL_OK ||
         (st = parse_unsupported(root, kind, err)) != CORRAL_OK ||
         (st = parse_response_format(root, s, err)) != CORRAL_OK ||

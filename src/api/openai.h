@@ -40,6 +40,7 @@ struct api_sampling {
     char *stop[API_MAX_STOP]; /* non-empty strings */
     int n_stop;
     bool json_object; /* response_format {"type":"json_object"} */
+    bool ignore_eos;  /* extension: keep generating past end-of-generation tokens */
 };
 
 struct api_request {

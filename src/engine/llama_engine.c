@@ -83,6 +83,7 @@ struct slot {
     int n_reused; /* prompt tokens taken from the cache */
     int n_decoded;
     int max_tokens;
+    bool ignore_eos;
     llama_token last; /* sampled, not yet in the KV cache */
     int i_batch;      /* index of this slot's logits in the batch, -1 = none */
 
@@ -460,6 +461,7 @@ static bool llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     s->n_reused = lcp;
     s->n_decoded = 0;
     s->max_tokens = in->sampling.max_tokens > 0 ? in->sampling.max_tokens : INT32_MAX;
+    s->ignore_eos = in->sampling.ignore_eos;
     s->i_batch = -1;
     s->t_admit_us = time_now_us();
     stopmatch_init(&s->stop, (const char *const *)in->sampling.stop, in->sampling.n_stop);
@@ -576,7 +578,7 @@ fail:
 static bool llama_engine__on_token(struct llama_engine *e, struct slot *s, llama_token tok) {
     s->n_decoded++;
     atomic_fetch_add(&e->st_generated, 1);
-    if (llama_vocab_is_eog(e->vocab, tok)) {
+    if (llama_vocab_is_eog(e->vocab, tok) && !s->ignore_eos) {
         llama_engine__slot_end(e, s, ENGINE_FINISH_STOP, NULL);
         return true;
     }

@@ -333,6 +333,8 @@ static const struct err_case err_cases[] = {
      CORRAL_INVALID_REQUEST, "stream_options.include_usage",
      "'stream_options.include_usage' must be a boolean"},
     {API_CHAT, CHAT(",\"user\":5"), CORRAL_INVALID_REQUEST, "user", "'user' must be a string"},
+    {API_CHAT, CHAT(",\"ignore_eos\":1"), CORRAL_INVALID_REQUEST, "ignore_eos",
+     "'ignore_eos' must be a boolean"},
 };
 
 static void test_parse_errors(void **state)
@@ -462,7 +464,7 @@ static void test_parse_chat_full(void **state)
         "\"functions\":null,\"function_call\":\"none\","
         "\"response_format\":{\"type\":\"json_object\"},\"stream\":true,"
         "\"stream_options\":{\"include_usage\":true},\"user\":\"alice\","
-        "\"metadata\":{\"x\":1},\"some_future_field\":[1,2]}";
+        "\"metadata\":{\"x\":1},\"some_future_field\":[1,2],\"ignore_eos\":true}";
     struct api_request req;
     parse_ok(API_CHAT, body, &req);
 
@@ -498,6 +500,7 @@ static void test_parse_chat_full(void **state)
     assert_string_equal(req.sampling.stop[2], "###");
     assert_null(req.sampling.stop[3]);
     assert_true(req.sampling.json_object);
+    assert_true(req.sampling.ignore_eos);
     assert_true(req.stream);
     assert_true(req.include_usage);
     assert_string_equal(req.user, "alice");
@@ -528,6 +531,7 @@ static void test_parse_chat_defaults(void **state)
     assert_false(req.sampling.has_seed);
     assert_int_equal(req.sampling.n_stop, 0);
     assert_false(req.sampling.json_object);
+    assert_false(req.sampling.ignore_eos);
     assert_false(req.stream);
     assert_false(req.include_usage);
     assert_null(req.user);
