@@ -56,6 +56,9 @@
 
 /* How often the scheduler polls client sockets for hang-ups while busy. */
 #define LLAMA_ENGINE_POLL_US 20000
+/* Logical batch: the most tokens one decode call takes when no stream is
+ * waiting on it (llama.cpp splits it into physical batches of `batch`). */
+#define LLAMA_ENGINE_MAX_BATCH 2048
 /* Longest a token's text can be (pieces are short; this bounds a stack buffer). */
 #define LLAMA_ENGINE_PIECE_MAX 256
 
@@ -107,7 +110,8 @@ struct llama_engine {
     char *tmpl;                 /* chat template text or a built-in name */
     int n_vocab;
     int n_ctx_slot;
-    int n_batch;
+    int n_batch; /* most tokens in one decode call (logical batch) */
+    int n_chunk; /* most prompt tokens per step while other slots generate */
     int threads;
     int max_piece; /* longest token text in bytes, for quick prompt-size bounds */
     size_t out_cap;
@@ -696,7 +700,12 @@ static void *llama_engine__run(void *arg) {
             s->i_batch = b->n_tokens;
             llama_engine__batch_add(b, s->last, s->n_cache, s->seq, true);
         }
+        /* While streams are generating, a prompt advances one chunk per
+         * step so it delays them by at most one chunk; when nothing is
+         * generating, nobody waits on a step and whole prompts go at once
+         * (streams admitted together then also stay in step). */
         int budget = e->n_batch - b->n_tokens;
+        if (b->n_tokens > 0 && budget > e->n_chunk) budget = e->n_chunk;
         for (int i = 0; i < e->n_slots && budget > 0; i++) {
             struct slot *s = &e->slots[i];
             if (s->state != SLOT_PROMPT) continue;
@@ -890,12 +899,13 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
         e->n_ctx_slot = train;
     }
     e->n_slots = p->parallel;
-    e->n_batch = p->batch;
+    e->n_chunk = p->batch;
+    e->n_batch = p->batch > LLAMA_ENGINE_MAX_BATCH ? p->batch : LLAMA_ENGINE_MAX_BATCH;
 
     struct llama_context_params cp = llama_context_default_params();
     cp.n_ctx = (uint32_t)e->n_ctx_slot * (uint32_t)e->n_slots;
     cp.n_batch = (uint32_t)e->n_batch;
-    cp.n_ubatch = (uint32_t)e->n_batch;
+    cp.n_ubatch = (uint32_t)e->n_chunk;
     cp.n_seq_max = (uint32_t)e->n_slots;
     cp.n_threads = cp.n_threads_batch = p->threads;
     cp.kv_unified = false;
@@ -911,6 +921,7 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
      * batch at the context: enforce the configured context, use its batch. */
     if ((int)llama_n_ctx_seq(e->ctx) < e->n_ctx_slot) e->n_ctx_slot = (int)llama_n_ctx_seq(e->ctx);
     e->n_batch = (int)llama_n_batch(e->ctx);
+    if (e->n_chunk > e->n_batch) e->n_chunk = e->n_batch;
     e->batch = llama_batch_init(e->n_batch, 0, 1);
     e->slots = calloc((size_t)e->n_slots, sizeof *e->slots);
     if (!e->slots) goto nomem;
@@ -932,8 +943,8 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
         corral_err_set(err, CORRAL_INTERNAL, NULL, "could not start the scheduler thread");
         goto fail;
     }
-    log_info("model %s: loaded %s in %lld ms (%d slots x %d ctx, batch %d, %d threads, template %s)", p->id,
-             p->path, (long long)(time_now_ms() - t0), e->n_slots, e->n_ctx_slot, e->n_batch, p->threads,
+    log_info("model %s: loaded %s in %lld ms (%d slots x %d ctx, chunk %d, %d threads, template %s)", p->id,
+             p->path, (long long)(time_now_ms() - t0), e->n_slots, e->n_ctx_slot, e->n_chunk, p->threads,
              strlen(e->tmpl) < 32 ? e->tmpl : "from the model");
     return &e->base;
 nomem:
