@@ -6,7 +6,7 @@ CMAKE_FLAGS ?= -DCORRAL_WERROR=ON
 PORT ?= 8080
 DEMO_MODEL := $(BUILD)/models/demo.gguf
 
-.PHONY: all deps configure build run test test-unit test-asan bench clean
+.PHONY: all deps configure build run test test-unit test-asan test-tsan bench clean
 
 all: build
 
@@ -40,8 +40,15 @@ test-asan: deps
 	@cmake --build $(BUILD)-asan -j$(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure --timeout 1200
 
+# The whole suite with corral under ThreadSanitizer (llama.cpp itself is not
+# instrumented).
+test-tsan: deps
+	@cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_TSAN=ON -DCORRAL_WERROR=ON >/dev/null
+	@cmake --build $(BUILD)-tsan -j$(JOBS)
+	cd $(BUILD)-tsan && ctest --output-on-failure --timeout 1200
+
 bench: build
 	bash bench/run.sh
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan
