@@ -225,6 +225,8 @@ static enum MHD_Result http__health(struct http_server *s, struct MHD_Connection
                               pool_status_name(mi.status), "slots_busy", mi.stats.slots_busy, "slots_total",
                               mi.stats.slots_total, "queued", mi.stats.queued, "in_flight", mi.in_flight);
         if (m && mi.error && mi.error[0]) json_object_set_new(m, "error", json_string(mi.error));
+        if (m && mi.mem_estimated) json_object_set_new(m, "memory_estimated", json_integer((json_int_t)mi.mem_estimated));
+        if (m && mi.mem_measured) json_object_set_new(m, "memory_measured", json_integer((json_int_t)mi.mem_measured));
         if (m) json_array_append_new(models, m);
     }
     json_t *root = json_pack("{s:s, s:o}", "status", (size_t)loaded == n ? "ok" : "degraded", "models", models);

@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/llama_engine.h"
+#include "pool/estimate.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -25,7 +27,19 @@ struct pool_model {
     int64_t created;
     int pins;
     struct engine *engine;
+    uint64_t mem_estimated;
+    uint64_t mem_measured;
 };
+
+/* Resident set size of this process in bytes (0 if unknown). */
+static uint64_t pool__rss(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%llu %llu", &size, &resident) != 2) resident = 0;
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
 
 struct pool {
     pthread_mutex_t mu;
@@ -72,8 +86,22 @@ struct pool *pool_new(const struct config *cfg, struct corral_err *err) {
         };
         struct corral_err lerr;
         corral_err_clear(&lerr);
+        struct estimate est;
+        struct estimate_params ep = {.n_slots = m.parallel, .ctx_per_slot = m.ctx, .n_batch = m.batch};
+        char eerr[256];
+        if (estimate_gguf(m.path, &ep, &est, eerr, sizeof eerr) == 0) {
+            pm->mem_estimated = est.total_bytes;
+            log_info("model %s: estimated %.1f MiB (weights %.1f, KV %.1f, compute %.1f)", m.id,
+                     est.total_bytes / 1048576.0, est.weights_bytes / 1048576.0, est.kv_bytes / 1048576.0,
+                     est.compute_bytes / 1048576.0);
+        } else {
+            log_warn("model %s: no memory estimate: %s", m.id, eerr);
+        }
         pm->status = POOL_LOADING;
+        uint64_t rss0 = pool__rss();
         pm->engine = llama_engine_open(&lp, &lerr);
+        uint64_t rss1 = pool__rss();
+        pm->mem_measured = rss1 > rss0 ? rss1 - rss0 : 0;
         if (pm->engine) {
             pm->status = POOL_LOADED;
         } else {
@@ -161,6 +189,8 @@ int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
     out->error = m->error;
     out->created = m->created;
     out->in_flight = m->pins;
+    out->mem_estimated = m->mem_estimated;
+    out->mem_measured = m->mem_measured;
     struct engine *e = m->engine;
     pthread_mutex_unlock(&p->mu);
     if (e) engine_stats(e, &out->stats);

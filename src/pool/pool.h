@@ -24,6 +24,8 @@ struct pool_model_info {
     const char *error;  /* last load error, "" if none (borrowed) */
     int64_t created;    /* wall-clock seconds the model was registered */
     int in_flight;      /* requests holding a pin */
+    uint64_t mem_estimated; /* from the GGUF header before loading (0 if unknown) */
+    uint64_t mem_measured;  /* process RSS growth across the load (approximate) */
     struct engine_stats stats; /* zeroed unless loaded */
 };
 

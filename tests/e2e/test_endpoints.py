@@ -1,5 +1,6 @@
 """Every endpoint and the shape of its responses."""
 import base64
+import os
 import math
 import re
 import socket
@@ -8,7 +9,7 @@ import time
 
 import requests
 
-from conftest import MODEL, chat_body, completion_body, raw_request, read_until
+from conftest import MODEL, TEST_MODEL, chat_body, completion_body, raw_request, read_until
 
 
 def check_usage(u, completion=True):
@@ -34,6 +35,12 @@ def test_health(server):
     assert m["slots_total"] == 4
     for k in ("slots_busy", "queued", "in_flight"):
         assert isinstance(m[k], int) and m[k] >= 0, (k, m)
+    # the GGUF-header estimate covers at least the weights (the file) and
+    # the KV cache for 4 slots x 512 tokens; it is a bound, not a guess
+    size = os.path.getsize(TEST_MODEL)
+    assert m["memory_estimated"] >= size, m
+    assert m["memory_estimated"] < size + (256 << 20), m
+    assert m["memory_measured"] > 0, m
 
 
 def test_models_list(server):
