@@ -34,12 +34,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #define KIB ((size_t)1024)
 #define MIB (KIB * 1024)
 #define GIB (MIB * 1024)
+#define TIB (1024ULL * 1024 * 1024 * 1024) /* unsigned long long: > 32-bit size_t */
 
 /* ------------------------------------------------------------ options table */
 
@@ -49,6 +51,9 @@ enum opt_type {
     OPT_STR,       /* malloc'd char *, must not be empty */
     OPT_STR_NULL,  /* malloc'd char *, empty means NULL */
     OPT_LOG_LEVEL, /* malloc'd char *, one of log_levels[] */
+    OPT_BOOL,      /* bool: true/false, yes/no, on/off, 1/0, any case */
+    OPT_DURATION,  /* int64_t ms via config_parse_duration, in [min, max] */
+    OPT_SIZE_AUTO, /* size_t via parse_size_t; 0 or "auto" = 0, else [min, max] */
 };
 
 struct opt {
@@ -81,6 +86,14 @@ static const struct opt server_opts[] = {
          1024LL * 1024 * 1024),
     SOPT("api_key", "CORRAL_API_KEY", "--api-key", OPT_STR_NULL, api_key, 0, 0),
     SOPT("log_level", "CORRAL_LOG_LEVEL", "--log-level", OPT_LOG_LEVEL, log_level, 0, 0),
+    SOPT("models_dir", "CORRAL_MODELS_DIR", "--models-dir", OPT_STR_NULL, models_dir, 0, 0),
+    SOPT("memory_budget", "CORRAL_MEMORY_BUDGET", "--memory-budget", OPT_SIZE_AUTO,
+         memory_budget, 1024LL * 1024, 1024LL * 1024 * 1024 * 1024),
+    SOPT("max_models", "CORRAL_MAX_MODELS", "--max-models", OPT_INT, max_models, 1, 1024),
+    SOPT("keep_alive", "CORRAL_KEEP_ALIVE", "--keep-alive", OPT_DURATION, keep_alive_ms, -1,
+         INT64_MAX),
+    SOPT("load_timeout", "CORRAL_LOAD_TIMEOUT", "--load-timeout", OPT_DURATION,
+         load_timeout_ms, 1, INT64_MAX),
 };
 
 static const struct opt model_opts[] = {
@@ -91,6 +104,8 @@ static const struct opt model_opts[] = {
     MOPT("n_gpu_layers", OPT_INT, n_gpu_layers, 0, 100000),
     MOPT("batch", OPT_INT, batch, 16, 65536),
     MOPT("chat_template", OPT_STR_NULL, chat_template, 0, 0),
+    MOPT("preload", OPT_BOOL, preload, 0, 0),
+    MOPT("keep_alive", OPT_DURATION, keep_alive_ms, -1, INT64_MAX),
 };
 
 #define N_SERVER_OPTS (sizeof server_opts / sizeof server_opts[0])
@@ -126,6 +141,16 @@ static char *xstrdup(const char *s)
     return xstrndup(s, strlen(s));
 }
 
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) {
+        fputs("corral: out of memory reading the configuration\n", stderr);
+        abort();
+    }
+    return p;
+}
+
 /* Replace *slot (owned) by a copy of s, or by NULL when s is NULL. */
 static void set_str(char **slot, const char *s)
 {
@@ -152,7 +177,9 @@ static const char *quote(const char *v, char *out, size_t outlen)
 /* Format a size in the largest unit that divides it exactly ("1K", "8M"). */
 static const char *size_str(unsigned long long n, char *out, size_t outlen)
 {
-    if (n && n % GIB == 0)
+    if (n && n % TIB == 0)
+        snprintf(out, outlen, "%lluT", n / TIB);
+    else if (n && n % GIB == 0)
         snprintf(out, outlen, "%lluG", n / GIB);
     else if (n && n % MIB == 0)
         snprintf(out, outlen, "%lluM", n / MIB);
@@ -174,6 +201,47 @@ static int parse_ll(const char *s, long long *out)
     if (errno || end == s || *end)
         return -1;
     *out = v;
+    return 0;
+}
+
+/* true/false, yes/no, on/off, 1/0 in any case. */
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* config_parse_size, plus a T suffix ("1T", "2TB", "2TiB", any case of t). */
+static int parse_size_t(const char *s, size_t *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    if (*end != 't' && *end != 'T')
+        return config_parse_size(s, out);
+    end++;
+    if (*end == 'i' && end[1] == 'B')
+        end += 2;
+    else if (*end == 'B')
+        end++;
+    if (*end || v > SIZE_MAX / TIB)
+        return -1;
+    *out = (size_t)(v * TIB);
     return 0;
 }
 
@@ -258,6 +326,37 @@ static int opt_apply(struct load *ld, const struct opt *o, void *base, const cha
         }
         return fail(ld, "%s: expected one of debug, info, warn, error, off, got \"%s\"", src,
                     quote(value, q, sizeof q));
+    case OPT_BOOL: {
+        bool v;
+        if (parse_bool(value, &v) < 0)
+            return fail(ld, "%s: expected a boolean, got \"%s\"", src,
+                        quote(value, q, sizeof q));
+        *(bool *)(void *)field = v;
+        return 0;
+    }
+    case OPT_DURATION: {
+        int64_t v;
+        if (config_parse_duration(value, &v) < 0 || v < o->min || v > o->max)
+            return fail(ld, "%s: expected %s, got \"%s\"", src,
+                        o->min < 0    ? "a duration (seconds, or with s/m/h; -1 = forever)"
+                        : o->min == 0 ? "a duration (seconds, or with s/m/h)"
+                                      : "a positive duration (seconds, or with s/m/h)",
+                        quote(value, q, sizeof q));
+        *(int64_t *)(void *)field = v;
+        return 0;
+    }
+    case OPT_SIZE_AUTO: {
+        size_t v = 0;
+        if (strcasecmp(value, "auto") != 0 &&
+            (parse_size_t(value, &v) < 0 ||
+             (v != 0 && (v < (unsigned long long)o->min || v > (unsigned long long)o->max))))
+            return fail(ld, "%s: expected a size in %s..%s (or 0/auto), got \"%s\"", src,
+                        size_str((unsigned long long)o->min, a, sizeof a),
+                        size_str((unsigned long long)o->max, b, sizeof b),
+                        quote(value, q, sizeof q));
+        *(size_t *)(void *)field = v;
+        return 0;
+    }
     }
     return fail(ld, "%s: internal error: bad option type", src);
 }
@@ -290,6 +389,7 @@ static int model_add(struct load *ld, const char *id, size_t len, const char *sr
     memcpy(m->id, id, len);
     m->id[len] = '\0';
     m->parallel = m->ctx = m->threads = m->n_gpu_layers = m->batch = -1;
+    m->keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
     return cfg->n_models++;
 }
 
@@ -315,6 +415,27 @@ static int model_spec_apply(struct load *ld, const char *spec, const char *src)
     if (i < 0)
         return -1;
     set_str(&ld->cfg->models[i].path, eq + 1);
+    return 0;
+}
+
+/* Add one id to cfg->preload (a repeat is ignored). The id must be valid but
+ * need not name a configured model. */
+static int preload_add(struct load *ld, const char *id, const char *src)
+{
+    struct config *cfg = ld->cfg;
+    char q[80];
+    size_t len = strlen(id);
+    if (!model_id_valid(id, len)) {
+        char cut[CONFIG_ID_MAX + 8];
+        snprintf(cut, sizeof cut, "%.*s", (int)(len < CONFIG_ID_MAX ? len : CONFIG_ID_MAX), id);
+        return fail(ld, "%s: invalid model id \"%s\" (expected " MODEL_ID_RULE ")", src,
+                    quote(cut, q, sizeof q));
+    }
+    for (int i = 0; i < cfg->n_preload; i++)
+        if (strcmp(cfg->preload[i], id) == 0)
+            return 0;
+    cfg->preload = xrealloc(cfg->preload, ((size_t)cfg->n_preload + 1) * sizeof *cfg->preload);
+    cfg->preload[cfg->n_preload++] = xstrdup(id);
     return 0;
 }
 
@@ -553,9 +674,10 @@ static const char *env_get(char **envp, const char *name)
     return NULL;
 }
 
-/* CORRAL_MODELS: "ID=PATH[,ID=PATH...]"; blanks around items and empty
- * items are ignored. */
-static int env_models_apply(struct load *ld, const char *list)
+/* A comma-separated list from variable src: fn gets each item with blanks
+ * around it removed; empty items are ignored. */
+static int env_list_apply(struct load *ld, const char *list, const char *src,
+                          int (*fn)(struct load *, const char *, const char *))
 {
     const char *p = list;
     while (*p) {
@@ -569,7 +691,7 @@ static int env_models_apply(struct load *ld, const char *list)
             b--;
         if (a < b) {
             char *item = xstrndup(a, (size_t)(b - a));
-            int rc = model_spec_apply(ld, item, "CORRAL_MODELS");
+            int rc = fn(ld, item, src);
             free(item);
             if (rc < 0)
                 return -1;
@@ -587,17 +709,20 @@ static int env_apply(struct load *ld, char **envp)
             return -1;
     }
     const char *models = env_get(envp, "CORRAL_MODELS");
-    if (models && env_models_apply(ld, models) < 0)
+    if (models && env_list_apply(ld, models, "CORRAL_MODELS", model_spec_apply) < 0)
+        return -1;
+    const char *preload = env_get(envp, "CORRAL_PRELOAD");
+    if (preload && env_list_apply(ld, preload, "CORRAL_PRELOAD", preload_add) < 0)
         return -1;
     return 0;
 }
 
 /* ------------------------------------------------------------ flags */
 
-enum { FLAG_CONFIG = -1, FLAG_MODEL = -2 };
+enum { FLAG_CONFIG = -1, FLAG_MODEL = -2, FLAG_PRELOAD = -3 };
 
 struct flag_item {
-    int kind; /* index in server_opts, or FLAG_CONFIG / FLAG_MODEL */
+    int kind; /* index in server_opts, or FLAG_CONFIG / FLAG_MODEL / FLAG_PRELOAD */
     const char *value; /* borrowed from argv */
 };
 
@@ -622,6 +747,9 @@ static int flags_parse(struct load *ld, int argc, char **argv, struct flag_item 
         } else if (nlen == 7 && strncmp(arg, "--model", 7) == 0) {
             kind = FLAG_MODEL;
             name = "--model";
+        } else if (nlen == 9 && strncmp(arg, "--preload", 9) == 0) {
+            kind = FLAG_PRELOAD;
+            name = "--preload";
         } else {
             for (size_t k = 0; k < N_SERVER_OPTS; k++) {
                 if (strlen(server_opts[k].flag) == nlen &&
@@ -665,6 +793,11 @@ static int flags_apply(struct load *ld, const struct flag_item *items, int n)
                 return -1;
             continue;
         }
+        if (kind == FLAG_PRELOAD) {
+            if (preload_add(ld, items[i].value, "--preload") < 0)
+                return -1;
+            continue;
+        }
         const struct opt *o = &server_opts[kind];
         if (opt_apply(ld, o, ld->cfg, items[i].value, o->flag) < 0)
             return -1;
@@ -696,6 +829,13 @@ void config_defaults(struct config *cfg)
     cfg->api_key = NULL;
     cfg->log_level = xstrdup("info");
     cfg->config_path = NULL;
+    cfg->models_dir = NULL;
+    cfg->memory_budget = 0; /* auto */
+    cfg->max_models = 8;
+    cfg->keep_alive_ms = 5 * 60 * 1000;
+    cfg->load_timeout_ms = 120 * 1000;
+    cfg->preload = NULL;
+    cfg->n_preload = 0;
     cfg->n_models = 0;
 }
 
@@ -764,6 +904,47 @@ void config_model_resolve(const struct config *cfg, const struct config_model *i
         out->n_gpu_layers = cfg->n_gpu_layers;
     if (out->batch < 0)
         out->batch = cfg->batch;
+    if (out->keep_alive_ms < CONFIG_KEEP_ALIVE_FOREVER)
+        out->keep_alive_ms = cfg->keep_alive_ms;
+}
+
+int config_parse_duration(const char *s, int64_t *ms_out)
+{
+    if (!s)
+        return -1;
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t len = strlen(s);
+    while (len && isspace((unsigned char)s[len - 1]))
+        len--;
+    if (len == 2 && s[0] == '-' && s[1] == '1') {
+        *ms_out = CONFIG_KEEP_ALIVE_FOREVER;
+        return 0;
+    }
+    size_t i = 0;
+    int64_t v = 0;
+    for (; i < len && isdigit((unsigned char)s[i]); i++) {
+        int d = s[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (i == 0)
+        return -1; /* empty, a sign, or a unit alone */
+    int64_t mul = 1000;
+    if (i < len) {
+        switch (s[i]) {
+        case 's': case 'S': mul = 1000; break;
+        case 'm': case 'M': mul = 60 * 1000; break;
+        case 'h': case 'H': mul = 60 * 60 * 1000; break;
+        default: return -1;
+        }
+        i++;
+    }
+    if (i != len || v > INT64_MAX / mul)
+        return -1;
+    *ms_out = v * mul;
+    return 0;
 }
 
 int config_parse_size(const char *s, size_t *out)
@@ -802,7 +983,13 @@ void config_free(struct config *cfg)
     free(cfg->api_key);
     free(cfg->log_level);
     free(cfg->config_path);
-    cfg->host = cfg->api_key = cfg->log_level = cfg->config_path = NULL;
+    free(cfg->models_dir);
+    cfg->host = cfg->api_key = cfg->log_level = cfg->config_path = cfg->models_dir = NULL;
+    for (int i = 0; i < cfg->n_preload; i++)
+        free(cfg->preload[i]);
+    free(cfg->preload);
+    cfg->preload = NULL;
+    cfg->n_preload = 0;
     for (int i = 0; i < cfg->n_models && i < CONFIG_MAX_MODELS; i++) {
         free(cfg->models[i].path);
         free(cfg->models[i].chat_template);

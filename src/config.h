@@ -7,19 +7,30 @@
  *
  * INI layout:
  *   [server]          host, port, threads, parallel, ctx, api_key, queue_size,
- *                     body_limit, http_threads, log_level, n_gpu_layers, batch
+ *                     body_limit, http_threads, log_level, n_gpu_layers, batch,
+ *                     models_dir, memory_budget, max_models, keep_alive,
+ *                     load_timeout
  *   [model.ID]        path (required), parallel, ctx, threads, n_gpu_layers,
- *                     chat_template, batch
+ *                     chat_template, batch, preload, keep_alive
  * Environment: CORRAL_CONFIG, CORRAL_HOST, CORRAL_PORT, CORRAL_THREADS,
  *   CORRAL_PARALLEL, CORRAL_CTX, CORRAL_API_KEY, CORRAL_QUEUE_SIZE,
  *   CORRAL_BODY_LIMIT, CORRAL_HTTP_THREADS, CORRAL_LOG_LEVEL,
- *   CORRAL_N_GPU_LAYERS, CORRAL_BATCH, CORRAL_MODELS (ID=PATH[,ID=PATH...];
- *   blanks around items and empty items are ignored). An empty CORRAL_CONFIG
- *   means no file; an empty api_key means no auth.
+ *   CORRAL_N_GPU_LAYERS, CORRAL_BATCH, CORRAL_MODELS_DIR,
+ *   CORRAL_MEMORY_BUDGET, CORRAL_MAX_MODELS, CORRAL_KEEP_ALIVE,
+ *   CORRAL_LOAD_TIMEOUT, CORRAL_MODELS (ID=PATH[,ID=PATH...]) and
+ *   CORRAL_PRELOAD (ID[,ID...]); in both lists blanks around items and empty
+ *   items are ignored. An empty CORRAL_CONFIG means no file; an empty api_key
+ *   means no auth; an empty models_dir means none.
  * Flags (for `corral serve`): --config FILE, --model ID=PATH (repeatable),
- *   --host, --port, --threads, --parallel, --ctx, --api-key, --queue-size,
- *   --body-limit, --http-threads, --log-level, --n-gpu-layers, --batch.
- *   "--flag value" and "--flag=value" both work.
+ *   --preload ID (repeatable), --host, --port, --threads, --parallel, --ctx,
+ *   --api-key, --queue-size, --body-limit, --http-threads, --log-level,
+ *   --n-gpu-layers, --batch, --models-dir, --memory-budget, --max-models,
+ *   --keep-alive, --load-timeout. "--flag value" and "--flag=value" both work.
+ *
+ * Value forms: sizes as in config_parse_size ("8388608", "64k", "8M", "1G";
+ * memory_budget also takes "1T", and "0" or "auto" for automatic); durations
+ * as in config_parse_duration ("300", "90s", "10m", "1h"; "-1" = forever where
+ * allowed); booleans true/false, yes/no, on/off, 1/0 (any case).
  */
 #ifndef CORRAL_CONFIG_H
 #define CORRAL_CONFIG_H
@@ -30,6 +41,10 @@
 
 #define CONFIG_ID_MAX 128
 #define CONFIG_MAX_MODELS 64
+
+/* keep_alive_ms special values */
+#define CONFIG_KEEP_ALIVE_FOREVER ((int64_t)-1) /* never unload when idle */
+#define CONFIG_KEEP_ALIVE_INHERIT ((int64_t)-2) /* model: use the server's */
 
 /* Per-model settings. Numeric fields left at -1 (or NULL strings) inherit the
  * [server] value when the model is opened. */
@@ -42,6 +57,9 @@ struct config_model {
     int n_gpu_layers;       /* -1 = inherit */
     int batch;              /* -1 = inherit */
     char *chat_template;    /* NULL = the model's own */
+    bool preload;           /* load at start; default false */
+    int64_t keep_alive_ms;  /* idle time before unloading, ms; -1 = forever,
+                             * 0 = as soon as idle, -2 (default) = inherit */
 };
 
 struct config {
@@ -58,6 +76,20 @@ struct config {
     char *api_key;       /* NULL = no auth */
     char *log_level;     /* default "info" */
     char *config_path;   /* the file read, or NULL */
+    char *models_dir;    /* directory whose *.gguf (recursively) become
+                          * models; NULL = none */
+    size_t memory_budget; /* bytes for loaded models; 0 = auto (default);
+                           * else 1M..1T */
+    int max_models;      /* models loaded at once; default 8; 1..1024 */
+    int64_t keep_alive_ms;   /* idle time before a model is unloaded, ms;
+                              * default 5 min; -1 = forever, 0 = at once */
+    int64_t load_timeout_ms; /* model load timeout, ms; default 120 s; > 0 */
+    char **preload;      /* ids from CORRAL_PRELOAD then --preload (both
+                          * count), deduplicated, in order; valid ids but not
+                          * checked against models (models_dir models are
+                          * found later). A model is preloaded when its id is
+                          * here or its preload field is true. */
+    int n_preload;
 
     struct config_model models[CONFIG_MAX_MODELS];
     int n_models;
@@ -81,7 +113,8 @@ void config_defaults(struct config *cfg);
 int config_load(struct config *cfg, int argc, char **argv, char **envp, char *errbuf,
                 size_t errlen);
 
-/* Resolve a model's effective numbers: -1 fields take the server's value.
+/* Resolve a model's effective numbers: -1 fields take the server's value,
+ * and keep_alive_ms CONFIG_KEEP_ALIVE_INHERIT (-2) the server's keep_alive_ms.
  * out's strings (path, chat_template) are borrowed from in, not copied: do not
  * free them, and do not use them after config_free. */
 void config_model_resolve(const struct config *cfg, const struct config_model *in,
@@ -91,7 +124,13 @@ void config_model_resolve(const struct config *cfg, const struct config_model *i
  * success, -1 on junk or overflow. */
 int config_parse_size(const char *s, size_t *out);
 
-/* Free every string of *cfg and leave it empty; safe to call twice, after a
+/* Parse a duration into milliseconds: integer seconds ("300"), or digits with
+ * a unit s, m or h ("90s", "10m", "1h"); "-1" gives -1 (forever), no other
+ * negative is accepted. Blanks around the value are allowed. 0 on success, -1
+ * (*ms_out untouched) on junk or overflow. */
+int config_parse_duration(const char *s, int64_t *ms_out);
+
+/* Free every string (and the preload list) of *cfg and leave it empty; safe to call twice, after a
  * failed config_load, or on a defaults-only config. */
 void config_free(struct config *cfg);
 

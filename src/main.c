@@ -30,6 +30,12 @@ static void usage(FILE *f) {
             "  --batch N             tokens per decode step (default 512)\n"
             "  --n-gpu-layers N      layers to offload to a GPU (default 0)\n"
             "  --queue-size N        requests allowed to wait per model (default 64)\n"
+            "  --models-dir DIR      serve every *.gguf below DIR (id = file name stem)\n"
+            "  --memory-budget SIZE  memory for loaded models, e.g. 8G (default: 3/4 of RAM)\n"
+            "  --max-models N        models loaded at once (default 8)\n"
+            "  --keep-alive DUR      unload a model idle this long (default 5m; -1 = never)\n"
+            "  --load-timeout DUR    longest wait for room to load a model (default 120s)\n"
+            "  --preload ID          load ID at start instead of on first use (repeatable)\n"
             "  --body-limit SIZE     largest request body (default 8M)\n"
             "  --http-threads N      HTTP event threads (default 2)\n"
             "  --api-key KEY         require 'Authorization: Bearer KEY'\n"
@@ -68,8 +74,8 @@ static int cmd_serve(int argc, char **argv) {
         config_free(&cfg);
         return 2;
     }
-    if (cfg.n_models == 0) {
-        fprintf(stderr, "corral: no models configured; use --model ID=PATH or a [model.ID] section\n");
+    if (cfg.n_models == 0 && !cfg.models_dir) {
+        fprintf(stderr, "corral: no models configured; use --model ID=PATH, a [model.ID] section or --models-dir\n");
         config_free(&cfg);
         return 2;
     }
@@ -104,8 +110,8 @@ static int cmd_serve(int argc, char **argv) {
         goto out;
     }
     const char *h = cfg.host;
-    log_info("corral %s listening on http://%s%s%s:%d (%d models)", CORRAL_VERSION, strchr(h, ':') ? "[" : "", h,
-             strchr(h, ':') ? "]" : "", http_server_port(srv), cfg.n_models);
+    log_info("corral %s listening on http://%s%s%s:%d (%zu models)", CORRAL_VERSION, strchr(h, ':') ? "[" : "", h,
+             strchr(h, ':') ? "]" : "", http_server_port(srv), pool_count(pool));
     /* A line a parent process can wait for. */
     printf("corral: listening on port %d\n", http_server_port(srv));
     fflush(stdout);

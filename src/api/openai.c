@@ -16,6 +16,8 @@
  */
 #include "api/openai.h"
 
+#include "config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -605,6 +607,39 @@ static enum corral_status parse_stream(const json_t *root, struct api_request *o
     return CORRAL_OK;
 }
 
+/* keep_alive (an Ollama extension): seconds as a number, or a duration
+ * string; -1 = keep forever. */
+static enum corral_status parse_keep_alive(const json_t *root, struct api_request *out,
+                                           struct corral_err *err)
+{
+    json_t *v = opt_get(root, "keep_alive");
+    if (!v)
+        return CORRAL_OK;
+    int64_t ms = 0;
+    if (json_is_integer(v)) {
+        json_int_t sec = json_integer_value(v);
+        if (sec < -1 || sec > INT64_MAX / 1000)
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "keep_alive",
+                                  "'keep_alive' must be -1 (forever), 0 or a number of seconds");
+        ms = sec < 0 ? -1 : (int64_t)sec * 1000;
+    } else if (json_is_real(v)) {
+        double sec = json_real_value(v);
+        if (!(sec >= 0 && sec < 1e12) && sec != -1)
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "keep_alive",
+                                  "'keep_alive' must be -1 (forever), 0 or a number of seconds");
+        ms = sec < 0 ? -1 : (int64_t)(sec * 1000);
+    } else if (json_is_string(v)) {
+        if (config_parse_duration(json_string_value(v), &ms) != 0)
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "keep_alive",
+                                  "'keep_alive' must be a duration like \"30s\", \"10m\", \"1h\" or \"-1\", got \"%.40s\"",
+                                  json_string_value(v));
+    } else {
+        return bad_type(err, "keep_alive", "a number of seconds or a duration string");
+    }
+    out->keep_alive_ms = ms;
+    return CORRAL_OK;
+}
+
 static enum corral_status parse_sampling(const json_t *root, enum api_kind kind,
                                          struct api_request *out, struct corral_err *err)
 {
@@ -643,6 +678,9 @@ static enum corral_status parse_sampling(const json_t *root, enum api_kind kind,
         s->seed = (uint64_t)iv;
     }
 
+    if ((st = parse_keep_alive(root, out, err)) != CORRAL_OK)
+        return st;
+
     /* extension shared with llama-server and vLLM (benchmark clients send it) */
     if ((st = get_bool(root, "ignore_eos", &s->ignore_eos, err)) != CORRAL_OK)
         return st;
@@ -664,6 +702,7 @@ static void request_defaults(struct api_request *out, enum api_kind kind)
     out->sampling.max_tokens = -1;
     out->sampling.temperature = 1.0f;
     out->sampling.top_p = 1.0f;
+    out->keep_alive_ms = API_KEEP_ALIVE_UNSET;
 }
 
 enum corral_status api_request_parse(enum api_kind kind, const char *body, size_t len,
@@ -702,7 +741,8 @@ enum corral_status api_request_parse(enum api_kind kind, const char *body, size_
         break;
     case API_EMBEDDING:
         if ((st = parse_input(root, out, err)) != CORRAL_OK ||
-            (st = parse_embedding_opts(root, out, err)) != CORRAL_OK)
+            (st = parse_embedding_opts(root, out, err)) != CORRAL_OK ||
+            (st = parse_keep_alive(root, out, err)) != CORRAL_OK)
             goto fail;
         break;
     default:

@@ -65,7 +65,13 @@ struct api_request {
     bool stream;
     bool include_usage; /* stream_options.include_usage */
     char *user;         /* optional, unused except for logs */
+    /* keep_alive: how long the model stays loaded after this request, ms
+     * (seconds as a number, or "10m"/"30s"/"1h"; 0 = unload when done,
+     * -1 = never); API_KEEP_ALIVE_UNSET when not given. */
+    int64_t keep_alive_ms;
 };
+
+#define API_KEEP_ALIVE_UNSET INT64_MIN
 
 /* Parse a request body of `kind`. On success returns CORRAL_OK and fills *out
  * (free with api_request_free). On failure returns the status, fills *err

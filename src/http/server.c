@@ -101,7 +101,7 @@ struct conn {
     bool too_large;
     bool dispatched;
 
-    struct engine *engine;
+    struct pool_model *pinned;
     struct engine_req *req;
     enum api_kind kind;
     bool stream;
@@ -216,20 +216,26 @@ static const struct route *http__find_route(const char *url, bool *path_known) {
 static enum MHD_Result http__health(struct http_server *s, struct MHD_Connection *c) {
     json_t *models = json_array();
     size_t n = pool_count(s->pool);
-    int loaded = 0;
+    int failed = 0;
     for (size_t i = 0; i < n; i++) {
         struct pool_model_info mi;
         if (pool_info(s->pool, i, &mi) != 0) continue;
-        if (mi.status == POOL_LOADED) loaded++;
+        if (mi.status == POOL_FAILED) failed++;
         json_t *m = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "id", mi.id, "status",
                               pool_status_name(mi.status), "slots_busy", mi.stats.slots_busy, "slots_total",
                               mi.stats.slots_total, "queued", mi.stats.queued, "in_flight", mi.in_flight);
-        if (m && mi.error && mi.error[0]) json_object_set_new(m, "error", json_string(mi.error));
+        if (m && mi.error[0]) json_object_set_new(m, "error", json_string(mi.error));
         if (m && mi.mem_estimated) json_object_set_new(m, "memory_estimated", json_integer((json_int_t)mi.mem_estimated));
         if (m && mi.mem_measured) json_object_set_new(m, "memory_measured", json_integer((json_int_t)mi.mem_measured));
         if (m) json_array_append_new(models, m);
     }
-    json_t *root = json_pack("{s:s, s:o}", "status", (size_t)loaded == n ? "ok" : "degraded", "models", models);
+    struct pool_stats ps;
+    pool_stats(s->pool, &ps);
+    json_t *pool = json_pack("{s:I, s:I, s:i, s:i, s:I, s:I, s:I}", "memory_budget", (json_int_t)ps.budget,
+                             "memory_used", (json_int_t)ps.used, "max_models", ps.max_models, "loaded", ps.loaded,
+                             "loads", (json_int_t)ps.loads, "evictions", (json_int_t)ps.evictions,
+                             "load_failures", (json_int_t)ps.load_failures);
+    json_t *root = json_pack("{s:s, s:o, s:o*}", "status", failed ? "degraded" : "ok", "models", models, "pool", pool);
     char *out = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     return http__reply_json(c, MHD_HTTP_OK, out);
@@ -404,11 +410,6 @@ static enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
         return http__reply_error(k->mhd, &err, NULL);
     buf_free(&k->body);
 
-    k->engine = pool_acquire(s->pool, in.model, &err);
-    if (!k->engine) {
-        api_request_free(&in);
-        return http__reply_error(k->mhd, &err, NULL);
-    }
     k->model = strdup(in.model);
     k->stream = in.stream && k->kind != API_EMBEDDING;
     k->include_usage = in.include_usage;
@@ -423,7 +424,10 @@ static enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
     if (ci) engine_req_set_fd(k->req, ci->connect_fd);
     engine_req_set_notify(k->req, http__resume, k->mhd);
 
-    if (engine_submit(k->engine, k->req, &err) != CORRAL_OK) return http__reply_error(k->mhd, &err, NULL);
+    /* submits now, or once the model is loaded; the model stays pinned until
+     * the request completes */
+    if (pool_submit(s->pool, k->model, k->req, &k->pinned, &err) != CORRAL_OK)
+        return http__reply_error(k->mhd, &err, NULL);
 
     if (!k->stream) {
         if (engine_req_park(k->req, true, http__suspend, k->mhd)) return MHD_YES;
@@ -556,7 +560,7 @@ static void http__completed(void *cls, struct MHD_Connection *c, void **con_cls,
         }
         engine_req_release(k->req);
     }
-    if (k->engine) pool_release(s->pool, k->engine);
+    if (k->pinned) pool_release(s->pool, k->pinned);
     buf_free(&k->body);
     buf_free(&k->sse);
     free(k->take);

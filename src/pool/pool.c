@@ -1,14 +1,31 @@
-/* pool.c - the registry of models and their engines.
+/* pool.c - the warm pool of models (see pool.h for the states).
  *
- * Every configured model is loaded at start; pins count the requests using
- * each engine so a later unload can wait for them.
+ * DESIGN
+ * One mutex guards the registry and every model's bookkeeping; one loader
+ * thread does all loading and unloading, so a load never runs on an HTTP
+ * thread and two loads never race for memory. A request for a model that is
+ * not loaded is parked on that model's pending list (the transport keeps its
+ * connection suspended as for any queued request) and the loader submits it
+ * to the engine when the load ends, or fails it with the load's error.
+ *
+ * Pins count requests from pool_submit to pool_release, including those
+ * still pending. Only a LOADED model with no pins may be unloaded, so a
+ * request never loses its model; the loader waits (bounded by load_timeout)
+ * for pins to drop when nothing can be evicted yet.
+ *
+ * Memory is accounted with the GGUF-header estimate of each loaded or
+ * loading model (pool/estimate.c), which aims a little high.
  */
+#define _DEFAULT_SOURCE /* DT_DIR for the models_dir scan */
 #include "pool/pool.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/llama_engine.h"
@@ -18,33 +35,52 @@
 #include "util/time.h"
 
 #define POOL_OUT_CAP (4u << 20)
+#define POOL_COOLDOWN_MIN_MS 10000
+#define POOL_COOLDOWN_MAX_MS 300000
+#define POOL_PENDING_MAX 1024
+#define POOL_SCAN_INTERVAL_MS 1000
+#define POOL_SCAN_DEPTH 8
+#define POOL_MAX_MODELS_TOTAL 4096
 
 struct pool_model {
     char *id;
     char *path;
+    struct config_model cfg; /* resolved; strings borrowed from cfg or owned (dir models) */
+    char *owned_path;
     enum pool_model_status status;
     char error[CORRAL_ERR_MSG_MAX];
     int64_t created;
-    int pins;
     struct engine *engine;
-    uint64_t mem_estimated;
-    uint64_t mem_measured;
+    int pins;
+    struct engine_req **pending;
+    size_t n_pending;
+    uint64_t est;      /* bytes counted in the pool's `used` while loading/loaded; 0 otherwise */
+    uint64_t est_last; /* the last estimate made, for display */
+    uint64_t measured;
+    int64_t load_ms;
+    int64_t last_used_ms;
+    int64_t fail_until_ms;
+    int64_t backoff_ms;
+    int64_t keep_alive_ms;
+    int64_t load_requested_ms;
 };
 
-/* Resident set size of this process in bytes (0 if unknown). */
-static uint64_t pool__rss(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long long size = 0, resident = 0;
-    if (!f) return 0;
-    if (fscanf(f, "%llu %llu", &size, &resident) != 2) resident = 0;
-    fclose(f);
-    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 struct pool {
+    const struct config *cfg;
     pthread_mutex_t mu;
-    struct pool_model *models;
-    size_t n;
+    pthread_cond_t cv;      /* loader wake-ups: load requested, pin released, stop */
+    pthread_t loader;
+    bool loader_started;
+    bool stopping;
+
+    struct pool_model **models;
+    size_t n, cap;
+    int64_t last_scan_ms;
+
+    uint64_t budget;
+    uint64_t used;
+    int max_models;
+    int64_t loads, evictions, load_failures;
 };
 
 const char *pool_status_name(enum pool_model_status s) {
@@ -57,59 +93,163 @@ const char *pool_status_name(enum pool_model_status s) {
     return "unknown";
 }
 
+/* ------------------------------------------------------------- helpers */
+
+static uint64_t pool__rss(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%llu %llu", &size, &resident) != 2) resident = 0;
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A safe default budget: three quarters of physical memory. */
+static uint64_t pool__auto_budget(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psize <= 0) return (uint64_t)8 << 30;
+    return (uint64_t)pages * (uint64_t)psize / 4 * 3;
+}
+
+static struct pool_model *pool__find(struct pool *p, const char *id) {
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->models[i]->id, id) == 0) return p->models[i];
+    return NULL;
+}
+
+/* Add a model record. Caller holds mu (or is single-threaded at start). */
+static struct pool_model *pool__add(struct pool *p, const struct config_model *resolved, const char *path,
+                                    bool own_path) {
+    if (p->n >= POOL_MAX_MODELS_TOTAL) return NULL;
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? p->cap * 2 : 16;
+        struct pool_model **nm = realloc(p->models, nc * sizeof *nm);
+        if (!nm) return NULL;
+        p->models = nm;
+        p->cap = nc;
+    }
+    struct pool_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->cfg = *resolved;
+    m->id = strdup(resolved->id);
+    m->owned_path = own_path ? strdup(path) : NULL;
+    m->path = own_path ? m->owned_path : (char *)path;
+    m->created = time_wall_s();
+    m->keep_alive_ms = resolved->keep_alive_ms;
+    m->backoff_ms = POOL_COOLDOWN_MIN_MS;
+    if (!m->id || !m->path) {
+        free(m->id);
+        free(m->owned_path);
+        free(m);
+        return NULL;
+    }
+    m->cfg.path = m->path;
+    p->models[p->n++] = m;
+    return m;
+}
+
+/* Register every *.gguf below dir (depth-limited) not registered yet. Caller
+ * holds mu. */
+static void pool__scan_dir(struct pool *p, const char *dir, int depth) {
+    if (depth > POOL_SCAN_DEPTH) return;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (depth == 0) log_warn("models_dir %s: %s", dir, strerror(errno));
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char path[4096];
+        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path) continue;
+        struct stat st;
+        if (stat(path, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) {
+            pool__scan_dir(p, path, depth + 1);
+            continue;
+        }
+        size_t len = strlen(de->d_name);
+        if (!S_ISREG(st.st_mode) || len <= 5 || strcmp(de->d_name + len - 5, ".gguf") != 0) continue;
+        if (len - 5 >= CONFIG_ID_MAX) continue;
+        struct config_model cm;
+        memset(&cm, 0, sizeof cm);
+        memcpy(cm.id, de->d_name, len - 5);
+        cm.id[len - 5] = '\0';
+        if (pool__find(p, cm.id)) continue;
+        cm.parallel = cm.ctx = cm.threads = cm.n_gpu_layers = cm.batch = -1;
+        cm.keep_alive_ms = -2;
+        cm.path = path;
+        struct config_model resolved;
+        config_model_resolve(p->cfg, &cm, &resolved);
+        if (pool__add(p, &resolved, path, true)) log_info("models_dir: registered %s (%s)", cm.id, path);
+    }
+    closedir(d);
+}
+
+static void pool__scan(struct pool *p) {
+    if (!p->cfg->models_dir) return;
+    int64_t now = time_now_ms();
+    if (p->last_scan_ms && now - p->last_scan_ms < POOL_SCAN_INTERVAL_MS) return;
+    p->last_scan_ms = now;
+    pool__scan_dir(p, p->cfg->models_dir, 0);
+}
+
+static void pool__fail_all(struct engine_req **reqs, size_t n, const struct corral_err *err) {
+    for (size_t i = 0; i < n; i++) {
+        engine_req_fail(reqs[i], err);
+        engine_req_release(reqs[i]);
+    }
+    free(reqs);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static void *pool__loader(void *arg);
+
 struct pool *pool_new(const struct config *cfg, struct corral_err *err) {
     struct pool *p = calloc(1, sizeof *p);
     if (!p) goto nomem;
+    p->cfg = cfg;
     pthread_mutex_init(&p->mu, NULL);
-    p->models = calloc(cfg->n_models ? (size_t)cfg->n_models : 1, sizeof *p->models);
-    if (!p->models) goto nomem;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    p->budget = cfg->memory_budget ? (uint64_t)cfg->memory_budget : pool__auto_budget();
+    p->max_models = cfg->max_models > 0 ? cfg->max_models : 8;
     llama_engine_global_init();
     for (int i = 0; i < cfg->n_models; i++) {
         struct config_model m;
         config_model_resolve(cfg, &cfg->models[i], &m);
-        struct pool_model *pm = &p->models[p->n++];
-        pm->id = strdup(m.id);
-        pm->path = strdup(m.path);
-        pm->created = time_wall_s();
-        if (!pm->id || !pm->path) goto nomem;
-        struct llama_engine_params lp = {
-            .id = m.id,
-            .path = m.path,
-            .parallel = m.parallel,
-            .ctx = m.ctx,
-            .batch = m.batch,
-            .threads = m.threads,
-            .n_gpu_layers = m.n_gpu_layers,
-            .queue_size = cfg->queue_size,
-            .chat_template = m.chat_template,
-            .out_cap = POOL_OUT_CAP,
-        };
-        struct corral_err lerr;
-        corral_err_clear(&lerr);
-        struct estimate est;
-        struct estimate_params ep = {.n_slots = m.parallel, .ctx_per_slot = m.ctx, .n_batch = m.batch};
-        char eerr[256];
-        if (estimate_gguf(m.path, &ep, &est, eerr, sizeof eerr) == 0) {
-            pm->mem_estimated = est.total_bytes;
-            log_info("model %s: estimated %.1f MiB (weights %.1f, KV %.1f, compute %.1f)", m.id,
-                     est.total_bytes / 1048576.0, est.weights_bytes / 1048576.0, est.kv_bytes / 1048576.0,
-                     est.compute_bytes / 1048576.0);
-        } else {
-            log_warn("model %s: no memory estimate: %s", m.id, eerr);
-        }
-        pm->status = POOL_LOADING;
-        uint64_t rss0 = pool__rss();
-        pm->engine = llama_engine_open(&lp, &lerr);
-        uint64_t rss1 = pool__rss();
-        pm->mem_measured = rss1 > rss0 ? rss1 - rss0 : 0;
-        if (pm->engine) {
-            pm->status = POOL_LOADED;
-        } else {
-            pm->status = POOL_FAILED;
-            snprintf(pm->error, sizeof pm->error, "%s", lerr.message);
-            log_error("%s", lerr.message);
+        struct pool_model *pm = pool__add(p, &m, m.path, false);
+        if (!pm) goto nomem;
+        bool pre = cfg->models[i].preload;
+        for (int k = 0; k < cfg->n_preload; k++)
+            if (strcmp(cfg->preload[k], m.id) == 0) pre = true;
+        if (pre) {
+            pm->status = POOL_LOADING;
+            pm->load_requested_ms = time_now_ms();
         }
     }
+    pool__scan(p);
+    for (int k = 0; k < cfg->n_preload; k++) {
+        struct pool_model *pm = pool__find(p, cfg->preload[k]);
+        if (!pm)
+            log_warn("preload: no model '%s'", cfg->preload[k]);
+        else if (pm->status == POOL_UNLOADED) {
+            pm->status = POOL_LOADING;
+            pm->load_requested_ms = time_now_ms();
+        }
+    }
+    log_info("pool: %zu models registered, budget %.0f MiB, at most %d loaded", p->n, p->budget / 1048576.0,
+             p->max_models);
+    if (pthread_create(&p->loader, NULL, pool__loader, p) != 0) {
+        corral_err_set(err, CORRAL_INTERNAL, NULL, "could not start the model loader thread");
+        pool_free(p);
+        return NULL;
+    }
+    p->loader_started = true;
     return p;
 nomem:
     pool_free(p);
@@ -118,62 +258,347 @@ nomem:
 }
 
 void pool_stop(struct pool *p) {
-    for (size_t i = 0; i < p->n; i++)
-        if (p->models[i].engine) engine_stop(p->models[i].engine);
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    bool join = p->loader_started && !p->stopping;
+    p->stopping = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (join) pthread_join(p->loader, NULL);
+    /* the loader is gone: fail what waits for a load, stop the engines */
+    struct corral_err err;
+    corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the server is shutting down");
+    for (size_t i = 0; i < p->n; i++) {
+        struct pool_model *m = p->models[i];
+        pthread_mutex_lock(&p->mu);
+        struct engine_req **pend = m->pending;
+        size_t np = m->n_pending;
+        m->pending = NULL;
+        m->n_pending = 0;
+        pthread_mutex_unlock(&p->mu);
+        if (pend || np) pool__fail_all(pend, np, &err);
+        if (m->engine) engine_stop(m->engine);
+    }
 }
 
 void pool_free(struct pool *p) {
     if (!p) return;
+    pool_stop(p);
     for (size_t i = 0; i < p->n; i++) {
-        engine_free(p->models[i].engine);
-        free(p->models[i].id);
-        free(p->models[i].path);
+        struct pool_model *m = p->models[i];
+        engine_free(m->engine);
+        free(m->pending);
+        free(m->id);
+        free(m->owned_path);
+        free(m);
     }
     free(p->models);
     pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
     free(p);
 }
 
-static struct pool_model *pool__find(struct pool *p, const char *id) {
-    for (size_t i = 0; i < p->n; i++)
-        if (strcmp(p->models[i].id, id) == 0) return &p->models[i];
-    return NULL;
-}
+/* ------------------------------------------------------------- requests */
 
-struct engine *pool_acquire(struct pool *p, const char *id, struct corral_err *err) {
+enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req *r,
+                               struct pool_model **handle, struct corral_err *err) {
+    *handle = NULL;
     pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        return corral_err_set(err, CORRAL_UNAVAILABLE, NULL, "the server is shutting down");
+    }
     struct pool_model *m = pool__find(p, id);
+    if (!m) {
+        pool__scan(p); /* a model file may have been added to models_dir */
+        m = pool__find(p, id);
+    }
     if (!m) {
         struct buf ids;
         buf_init(&ids, 2048);
-        for (size_t i = 0; i < p->n; i++) buf_printf(&ids, "%s'%s'", i ? ", " : "", p->models[i].id);
+        for (size_t i = 0; i < p->n; i++) buf_printf(&ids, "%s'%s'", i ? ", " : "", p->models[i]->id);
         pthread_mutex_unlock(&p->mu);
-        corral_err_set(err, CORRAL_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist; available: %s",
-                       id, ids.len ? ids.data : "(none)");
+        corral_err_set(err, CORRAL_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist; available: %s", id,
+                       ids.len ? ids.data : "(none)");
         buf_free(&ids);
-        return NULL;
+        return err->status;
     }
-    if (m->status != POOL_LOADED) {
-        corral_err_set(err, CORRAL_UNAVAILABLE, "model", "the model '%s' is %s: %s", m->id,
-                       pool_status_name(m->status), m->error[0] ? m->error : "not loaded");
-        pthread_mutex_unlock(&p->mu);
-        return NULL;
+    int64_t now = time_now_ms();
+    if (m->status == POOL_FAILED) {
+        if (now < m->fail_until_ms) {
+            corral_err_set(err, CORRAL_UNAVAILABLE, "model", "the model '%s' failed to load: %s (retrying in %lld s)",
+                           m->id, m->error, (long long)((m->fail_until_ms - now + 999) / 1000));
+            pthread_mutex_unlock(&p->mu);
+            return err->status;
+        }
+        m->status = POOL_UNLOADED;
     }
     m->pins++;
-    struct engine *e = m->engine;
+    m->last_used_ms = now;
+    /* a request's keep_alive sets how long the model stays after it */
+    int64_t ka = engine_req_input(r)->keep_alive_ms;
+    m->keep_alive_ms = ka != API_KEEP_ALIVE_UNSET ? ka : m->cfg.keep_alive_ms;
+    if (m->status == POOL_LOADED) {
+        struct engine *e = m->engine;
+        pthread_mutex_unlock(&p->mu);
+        enum corral_status st = engine_submit(e, r, err);
+        if (st != CORRAL_OK) {
+            pool_release(p, m);
+            return st;
+        }
+        *handle = m;
+        return CORRAL_OK;
+    }
+    /* not loaded: wait for the (single) load */
+    if (m->n_pending >= POOL_PENDING_MAX) {
+        m->pins--;
+        pthread_mutex_unlock(&p->mu);
+        return corral_err_set(err, CORRAL_OVERLOADED, NULL, "too many requests are waiting for model '%s' to load",
+                              m->id);
+    }
+    if (m->n_pending % 16 == 0) {
+        struct engine_req **np = realloc(m->pending, (m->n_pending + 16) * sizeof *np);
+        if (!np) {
+            m->pins--;
+            pthread_mutex_unlock(&p->mu);
+            return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+        }
+        m->pending = np;
+    }
+    engine_req_retain(r);
+    m->pending[m->n_pending++] = r;
+    if (m->status == POOL_UNLOADED) {
+        m->status = POOL_LOADING;
+        m->load_requested_ms = now;
+        pthread_cond_broadcast(&p->cv);
+    }
+    *handle = m;
     pthread_mutex_unlock(&p->mu);
+    return CORRAL_OK;
+}
+
+void pool_release(struct pool *p, struct pool_model *m) {
+    if (!m) return;
+    pthread_mutex_lock(&p->mu);
+    if (m->pins > 0) m->pins--;
+    m->last_used_ms = time_now_ms();
+    if (m->pins == 0) pthread_cond_broadcast(&p->cv); /* room may be free now; keep_alive may start */
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ------------------------------------------------------------- the loader */
+
+/* Unload m (LOADED, no pins). Caller holds mu; returns the engine to free
+ * after unlocking. */
+static struct engine *pool__unload(struct pool *p, struct pool_model *m, const char *why) {
+    struct engine *e = m->engine;
+    m->engine = NULL;
+    m->status = POOL_UNLOADED;
+    p->used -= m->est <= p->used ? m->est : p->used;
+    m->est = 0;
+    log_info("model %s: unloaded (%s)", m->id, why);
     return e;
 }
 
-void pool_release(struct pool *p, struct engine *e) {
-    if (!e) return;
-    pthread_mutex_lock(&p->mu);
+static int pool__n_resident(struct pool *p) {
+    int n = 0;
     for (size_t i = 0; i < p->n; i++)
-        if (p->models[i].engine == e && p->models[i].pins > 0) p->models[i].pins--;
-    pthread_mutex_unlock(&p->mu);
+        if (p->models[i]->status == POOL_LOADED || (p->models[i]->status == POOL_LOADING && p->models[i]->est)) n++;
+    return n;
 }
 
-size_t pool_count(struct pool *p) { return p->n; }
+/* The least recently used loaded model with no pins, or NULL. */
+static struct pool_model *pool__victim(struct pool *p, struct pool_model *except) {
+    struct pool_model *best = NULL;
+    for (size_t i = 0; i < p->n; i++) {
+        struct pool_model *m = p->models[i];
+        if (m == except || m->status != POOL_LOADED || m->pins > 0) continue;
+        if (!best || m->last_used_ms < best->last_used_ms) best = m;
+    }
+    return best;
+}
+
+/* Load m (status LOADING, est not yet counted). Called with mu held; returns
+ * with mu held. */
+static void pool__load(struct pool *p, struct pool_model *m) {
+    struct corral_err err;
+    corral_err_clear(&err);
+    /* estimate from the header */
+    struct estimate est;
+    struct estimate_params ep = {.n_slots = m->cfg.parallel, .ctx_per_slot = m->cfg.ctx, .n_batch = m->cfg.batch};
+    char eerr[256];
+    pthread_mutex_unlock(&p->mu);
+    int erc = estimate_gguf(m->path, &ep, &est, eerr, sizeof eerr);
+    pthread_mutex_lock(&p->mu);
+    if (erc != 0) {
+        corral_err_set(&err, CORRAL_UNAVAILABLE, "model", "model '%s' (%s): %s", m->id, m->path, eerr);
+        goto failed;
+    }
+    if (est.total_bytes > p->budget) {
+        corral_err_set(&err, CORRAL_UNAVAILABLE, "model",
+                       "model '%s' needs about %.0f MiB, more than the whole memory budget of %.0f MiB", m->id,
+                       est.total_bytes / 1048576.0, p->budget / 1048576.0);
+        goto failed;
+    }
+    /* make room: evict LRU idle models, wait (bounded) for busy ones */
+    int64_t deadline = time_now_ms() + p->cfg->load_timeout_ms;
+    for (;;) {
+        if (p->stopping) {
+            corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the server is shutting down");
+            goto failed;
+        }
+        bool fits = p->used + est.total_bytes <= p->budget && pool__n_resident(p) < p->max_models;
+        if (fits) break;
+        struct pool_model *v = pool__victim(p, m);
+        if (v) {
+            char why[96];
+            snprintf(why, sizeof why, "making room for %.60s", m->id);
+            struct engine *e = pool__unload(p, v, why);
+            p->evictions++;
+            pthread_mutex_unlock(&p->mu);
+            engine_free(e);
+            pthread_mutex_lock(&p->mu);
+            continue;
+        }
+        if (time_now_ms() >= deadline) {
+            struct buf busy;
+            buf_init(&busy, 1024);
+            for (size_t i = 0; i < p->n; i++)
+                if (p->models[i]->status == POOL_LOADED)
+                    buf_printf(&busy, "%s'%s' (%d in flight)", busy.len ? ", " : "", p->models[i]->id,
+                               p->models[i]->pins);
+            corral_err_set(&err, CORRAL_UNAVAILABLE, "model",
+                           "no room to load model '%s' (needs ~%.0f MiB; %.0f of %.0f MiB used, %d of %d models): "
+                           "busy: %s",
+                           m->id, est.total_bytes / 1048576.0, p->used / 1048576.0, p->budget / 1048576.0,
+                           pool__n_resident(p), p->max_models, busy.len ? busy.data : "none");
+            buf_free(&busy);
+            goto failed;
+        }
+        struct timespec ts;
+        time_deadline_ms(&ts, deadline - time_now_ms());
+        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+    }
+    m->est = m->est_last = est.total_bytes;
+    p->used += m->est;
+    pthread_mutex_unlock(&p->mu);
+
+    struct llama_engine_params lp = {
+        .id = m->id,
+        .path = m->path,
+        .parallel = m->cfg.parallel,
+        .ctx = m->cfg.ctx,
+        .batch = m->cfg.batch,
+        .threads = m->cfg.threads,
+        .n_gpu_layers = m->cfg.n_gpu_layers,
+        .queue_size = p->cfg->queue_size,
+        .chat_template = m->cfg.chat_template,
+        .out_cap = POOL_OUT_CAP,
+    };
+    int64_t t0 = time_now_ms();
+    uint64_t rss0 = pool__rss();
+    struct engine *e = llama_engine_open(&lp, &err);
+    uint64_t rss1 = pool__rss();
+    pthread_mutex_lock(&p->mu);
+    if (!e) {
+        p->used -= m->est <= p->used ? m->est : p->used;
+        if (err.status == CORRAL_OK) corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "model '%s' failed to load", m->id);
+        goto failed;
+    }
+    m->engine = e;
+    m->measured = rss1 > rss0 ? rss1 - rss0 : 0;
+    m->load_ms = time_now_ms() - t0;
+    m->status = POOL_LOADED;
+    m->error[0] = '\0';
+    m->backoff_ms = POOL_COOLDOWN_MIN_MS;
+    m->last_used_ms = time_now_ms();
+    p->loads++;
+    log_info("model %s: ready in %lld ms (estimated %.1f MiB, RSS +%.1f MiB)", m->id, (long long)m->load_ms,
+             m->est / 1048576.0, m->measured / 1048576.0);
+    /* hand the waiting requests to the engine */
+    struct engine_req **pend = m->pending;
+    size_t np = m->n_pending;
+    m->pending = NULL;
+    m->n_pending = 0;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < np; i++) {
+        struct corral_err serr;
+        corral_err_clear(&serr);
+        if (engine_submit(e, pend[i], &serr) != CORRAL_OK) engine_req_fail(pend[i], &serr);
+        engine_req_release(pend[i]);
+    }
+    free(pend);
+    pthread_mutex_lock(&p->mu);
+    return;
+
+failed:
+    m->status = POOL_FAILED;
+    m->est = 0;
+    snprintf(m->error, sizeof m->error, "%s", err.message);
+    m->fail_until_ms = time_now_ms() + m->backoff_ms;
+    m->backoff_ms = m->backoff_ms * 2 > POOL_COOLDOWN_MAX_MS ? POOL_COOLDOWN_MAX_MS : m->backoff_ms * 2;
+    p->load_failures++;
+    log_error("%s", err.message);
+    struct engine_req **waiting = m->pending;
+    size_t n_waiting = m->n_pending;
+    m->pending = NULL;
+    m->n_pending = 0;
+    pthread_mutex_unlock(&p->mu);
+    if (err.status == CORRAL_OK) err.status = CORRAL_UNAVAILABLE;
+    pool__fail_all(waiting, n_waiting, &err);
+    pthread_mutex_lock(&p->mu);
+}
+
+static void *pool__loader(void *arg) {
+    struct pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stopping) {
+        int64_t now = time_now_ms();
+        /* idle models past their keep_alive */
+        int64_t next = now + 60000;
+        for (size_t i = 0; i < p->n; i++) {
+            struct pool_model *m = p->models[i];
+            if (m->status != POOL_LOADED || m->pins > 0 || m->keep_alive_ms < 0) continue;
+            int64_t due = m->last_used_ms + m->keep_alive_ms;
+            if (due <= now) {
+                struct engine *e = pool__unload(p, m, "idle past keep_alive");
+                pthread_mutex_unlock(&p->mu);
+                engine_free(e);
+                pthread_mutex_lock(&p->mu);
+                i = (size_t)-1; /* the registry may have changed: start over */
+                now = time_now_ms();
+                continue;
+            }
+            if (due < next) next = due;
+        }
+        /* the oldest requested load */
+        struct pool_model *todo = NULL;
+        for (size_t i = 0; i < p->n; i++) {
+            struct pool_model *m = p->models[i];
+            if (m->status == POOL_LOADING &&
+                (!todo || m->load_requested_ms < todo->load_requested_ms))
+                todo = m;
+        }
+        if (todo) {
+            pool__load(p, todo);
+            continue;
+        }
+        struct timespec ts;
+        time_deadline_ms(&ts, next - now > 0 ? next - now : 1);
+        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- queries */
+
+size_t pool_count(struct pool *p) {
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->n;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
 
 int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
     memset(out, 0, sizeof *out);
@@ -182,17 +607,31 @@ int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
         pthread_mutex_unlock(&p->mu);
         return -1;
     }
-    struct pool_model *m = &p->models[i];
+    struct pool_model *m = p->models[i];
     out->id = m->id;
     out->path = m->path;
     out->status = m->status;
-    out->error = m->error;
+    snprintf(out->error, sizeof out->error, "%s", m->error);
     out->created = m->created;
     out->in_flight = m->pins;
-    out->mem_estimated = m->mem_estimated;
-    out->mem_measured = m->mem_measured;
-    struct engine *e = m->engine;
+    out->last_used_ms = m->last_used_ms;
+    out->keep_alive_ms = m->keep_alive_ms;
+    out->mem_estimated = m->est_last;
+    out->mem_measured = m->measured;
+    out->load_ms = m->load_ms;
+    if (m->engine) engine_stats(m->engine, &out->stats);
     pthread_mutex_unlock(&p->mu);
-    if (e) engine_stats(e, &out->stats);
     return 0;
+}
+
+void pool_stats(struct pool *p, struct pool_stats *out) {
+    pthread_mutex_lock(&p->mu);
+    out->budget = p->budget;
+    out->used = p->used;
+    out->max_models = p->max_models;
+    out->loaded = pool__n_resident(p);
+    out->loads = p->loads;
+    out->evictions = p->evictions;
+    out->load_failures = p->load_failures;
+    pthread_mutex_unlock(&p->mu);
 }

@@ -1,7 +1,19 @@
-/* pool.h - the registry of models and their engines.
+/* pool.h - the warm pool of models: registry, lazy loading, memory budget.
  *
- * Models are keyed by id. pool_acquire pins a model's engine for one request
- * and pool_release lets it go; a pinned engine is never freed.
+ * Models are registered from the config (sections and --model) and from a
+ * models directory (every *.gguf below it, id = file stem). None is loaded
+ * until a request asks for it (or it is marked preload). One loader thread
+ * loads models one at a time; requests for a model that is loading wait for
+ * that one load (single flight). Loaded models count against a memory budget
+ * (estimated from the GGUF header) and a model-count cap; to make room the
+ * least recently used model with no request in flight is unloaded. A model
+ * with requests in flight is never unloaded. Idle models are unloaded after
+ * their keep_alive.
+ *
+ * States:  UNLOADED --request/preload--> LOADING --ok--> LOADED
+ *              ^                             |             |
+ *              |                             +--error--> FAILED (cooldown 10 s, doubling to 5 min)
+ *              +------- evicted (LRU, unpinned) / idle past keep_alive --+
  */
 #ifndef CORRAL_POOL_H
 #define CORRAL_POOL_H
@@ -14,6 +26,7 @@
 #include "util/error.h"
 
 struct pool;
+struct pool_model; /* opaque handle to one registered model */
 
 enum pool_model_status { POOL_UNLOADED = 0, POOL_LOADING, POOL_LOADED, POOL_FAILED };
 
@@ -21,31 +34,50 @@ struct pool_model_info {
     const char *id;     /* borrowed: valid until pool_free */
     const char *path;   /* borrowed */
     enum pool_model_status status;
-    const char *error;  /* last load error, "" if none (borrowed) */
+    char error[CORRAL_ERR_MSG_MAX]; /* last load error, "" if none */
     int64_t created;    /* wall-clock seconds the model was registered */
-    int in_flight;      /* requests holding a pin */
-    uint64_t mem_estimated; /* from the GGUF header before loading (0 if unknown) */
-    uint64_t mem_measured;  /* process RSS growth across the load (approximate) */
+    int in_flight;      /* requests holding a pin (including those waiting for a load) */
+    int64_t last_used_ms; /* monotonic ms of the last request, 0 = never */
+    int64_t keep_alive_ms;
+    uint64_t mem_estimated; /* from the GGUF header (0 if unknown) */
+    uint64_t mem_measured;  /* process RSS growth across the last load (approximate) */
+    int64_t load_ms;        /* how long the last load took */
     struct engine_stats stats; /* zeroed unless loaded */
 };
 
-/* Register every model of cfg and load them (in order). A model that fails to
- * load is kept with status FAILED and its reason; pool_new itself fails only
- * when out of memory. cfg must outlive the pool. */
+struct pool_stats {
+    uint64_t budget;  /* bytes */
+    uint64_t used;    /* estimated bytes of loaded and loading models */
+    int max_models;
+    int loaded;       /* loaded + loading */
+    int64_t loads, evictions, load_failures;
+};
+
+/* Register the models of cfg (and of cfg->models_dir) and start the loader
+ * thread; models marked preload start loading at once. cfg must outlive the
+ * pool. NULL with *err only when out of memory or the thread cannot start. */
 struct pool *pool_new(const struct config *cfg, struct corral_err *err);
-/* Stop every engine: requests in flight fail with CORRAL_UNAVAILABLE and new
- * ones are refused. Engines stay allocated until pool_free. */
+/* Stop loading and stop every engine: requests in flight fail with
+ * CORRAL_UNAVAILABLE, new ones are refused. Handles stay valid until
+ * pool_free. */
 void pool_stop(struct pool *p);
 void pool_free(struct pool *p);
 
-/* Pin model `id` for one request. NULL with CORRAL_MODEL_NOT_FOUND (the
- * message lists the known ids) or CORRAL_UNAVAILABLE (failed to load). */
-struct engine *pool_acquire(struct pool *p, const char *id, struct corral_err *err);
-void pool_release(struct pool *p, struct engine *e);
+/* Route request r to model `id`: submit it to the model's engine now if the
+ * model is loaded, else start (or join) its load and submit it when the load
+ * ends (a failed load fails r with the reason). On CORRAL_OK the model is
+ * pinned for r: call pool_release(p, *handle) once r is finished with.
+ * Errors: CORRAL_MODEL_NOT_FOUND (message lists the ids), CORRAL_UNAVAILABLE
+ * (failed recently; cooling down), CORRAL_TOO_LARGE... (bigger than the
+ * whole budget), or whatever the engine's submit returns. */
+enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req *r,
+                               struct pool_model **handle, struct corral_err *err);
+void pool_release(struct pool *p, struct pool_model *m);
 
 size_t pool_count(struct pool *p);
 /* Describe model i (0 <= i < pool_count). 0 on success, -1 if out of range. */
 int pool_info(struct pool *p, size_t i, struct pool_model_info *out);
+void pool_stats(struct pool *p, struct pool_stats *out);
 const char *pool_status_name(enum pool_model_status s);
 
 #endif

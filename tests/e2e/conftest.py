@@ -165,6 +165,17 @@ class Server:
             time.sleep(0.02)
         raise AssertionError("model did not go idle within %.1f s: %s" % (timeout, m))
 
+    def wait_loaded(self, model_id=MODEL, timeout=30.0):
+        """Wait until a model's background load has ended (loaded or failed)."""
+        deadline = time.monotonic() + timeout
+        m = None
+        while time.monotonic() < deadline:
+            m = self.model_health(model_id)
+            if m["status"] in ("loaded", "failed"):
+                return m
+            time.sleep(0.02)
+        raise AssertionError("model %s still %s after %.1f s" % (model_id, m and m["status"], timeout))
+
     def wait_for(self, pred, timeout=5.0, what="condition"):
         deadline = time.monotonic() + timeout
         m = None
@@ -223,6 +234,7 @@ def server_args(model_path=TEST_MODEL, model_id=MODEL, parallel=4, ctx=512, queu
         "--port", "0", "--host", "127.0.0.1",
         "--parallel", str(parallel), "--ctx", str(ctx),
         "--threads", "1", "--queue-size", str(queue),
+        "--preload", model_id,
     ] + list(extra)
 
 

@@ -139,7 +139,9 @@ def test_config_file_serves_model(tmp_path, make_server, mkmodel):
         "ctx = 512",
         "",
     ]))
-    srv = make_server(["--config", f])
+    srv = make_server(["--config", f, "--preload", "x", "--preload", "y"])
+    srv.wait_loaded("x")
+    srv.wait_loaded("y")
     h = srv.health()
     assert h["status"] == "ok"
     ms = {m["id"]: m for m in h["models"]}
@@ -163,17 +165,22 @@ def test_config_file_serves_model(tmp_path, make_server, mkmodel):
 def test_env_overrides_file_and_flags_override_env(tmp_path, make_server):
     f = write(tmp_path, "e.ini", "[server]\nparallel = 2\nctx = 256\nthreads = 1\n[model.f]\npath = %s\n"
               % TEST_MODEL)
-    srv = make_server(["--config", f, "--port", "0", "--parallel", "3"],
+    srv = make_server(["--config", f, "--port", "0", "--parallel", "3", "--preload", "f"],
                       env={"CORRAL_PARALLEL": "1", "CORRAL_QUEUE_SIZE": "5"})
-    assert srv.model_health("f")["slots_total"] == 3  # flag beats env beats file
-    srv2 = make_server(["--config", f, "--port", "0"], env={"CORRAL_PARALLEL": "1"})
-    assert srv2.model_health("f")["slots_total"] == 1  # env beats file
+    assert srv.wait_loaded("f")["slots_total"] == 3  # flag beats env beats file
+    srv2 = make_server(["--config", f, "--port", "0"], env={"CORRAL_PARALLEL": "1", "CORRAL_PRELOAD": "f"})
+    assert srv2.wait_loaded("f")["slots_total"] == 1  # env beats file
 
 
 def test_env_only_config(make_server):
     srv = make_server([], env={"CORRAL_MODELS": "e1=%s" % TEST_MODEL, "CORRAL_PORT": "0",
                                "CORRAL_HOST": "127.0.0.1", "CORRAL_PARALLEL": "2", "CORRAL_CTX": "256",
                                "CORRAL_THREADS": "1", "CORRAL_API_KEY": "envkey"})
+    assert srv.model_health("e1")["status"] == "unloaded"  # lazy: loaded on first use
+    assert srv.post("/v1/completions", completion_body(model="e1")).status_code == 401
+    r = requests.post(srv.url("/v1/completions"), json=completion_body(model="e1", max_tokens=2),
+                      headers={"Authorization": "Bearer envkey"}, timeout=30)
+    assert r.status_code == 200
     assert srv.model_health("e1")["slots_total"] == 2
     assert srv.post("/v1/completions", completion_body(model="e1")).status_code == 401
     r = requests.post(srv.url("/v1/completions"), json=completion_body(model="e1", max_tokens=2),
@@ -183,9 +190,9 @@ def test_env_only_config(make_server):
 
 def test_env_config_path(tmp_path, make_server):
     f = write(tmp_path, "c.ini", "[server]\nport = 0\nthreads = 1\nctx = 256\n[model.envcfg]\npath = %s\n"
-              % TEST_MODEL)
+              "preload = true\n" % TEST_MODEL)
     srv = make_server([], env={"CORRAL_CONFIG": f})
-    assert srv.model_health("envcfg")["status"] == "loaded"
+    assert srv.wait_loaded("envcfg")["status"] == "loaded"
 
 
 # ---------------------------------------------------------------- broken models
@@ -195,7 +202,10 @@ def test_junk_gguf_model(tmp_path, make_server):
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"this is not a gguf file at all\n" * 100)
     srv = make_server(["--model", "good=" + TEST_MODEL, "--model", "bad=" + str(junk), "--port", "0",
-                       "--threads", "1", "--ctx", "256", "--parallel", "1"])
+                       "--threads", "1", "--ctx", "256", "--parallel", "1", "--preload", "good",
+                       "--preload", "bad"])
+    srv.wait_loaded("good")
+    srv.wait_loaded("bad")
     h = srv.health()
     ms = {m["id"]: m for m in h["models"]}
     assert ms["good"]["status"] == "loaded"
@@ -215,8 +225,9 @@ def test_junk_gguf_model(tmp_path, make_server):
 
 def test_missing_model_file(make_server, tmp_path):
     srv = make_server(["--model", "good=" + TEST_MODEL, "--model", "gone=" + str(tmp_path / "no.gguf"),
-                       "--port", "0", "--threads", "1", "--ctx", "256", "--parallel", "1"])
-    m = srv.model_health("gone")
+                       "--port", "0", "--threads", "1", "--ctx", "256", "--parallel", "1",
+                       "--preload", "gone"])
+    m = srv.wait_loaded("gone")
     assert m["status"] == "failed" and "no.gguf" in m["error"]
     assert_error(srv.post("/v1/completions", completion_body(model="gone")), 503)
     assert srv.post("/v1/completions", completion_body(model="good", max_tokens=2)).status_code == 200

@@ -23,6 +23,7 @@ def check_usage(u, completion=True):
 
 
 def test_health(server):
+    server.wait_loaded()  # preloaded in the background at start
     r = requests.get(server.url("/health"), timeout=5)
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("application/json")

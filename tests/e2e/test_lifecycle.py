@@ -148,7 +148,7 @@ def test_startup_is_fast(make_server):
     t0 = time.monotonic()
     srv = make_server(server_args(parallel=4, ctx=512, queue=8))
     assert time.monotonic() - t0 < 10
-    assert srv.health()["models"][0]["status"] == "loaded"
+    assert srv.wait_loaded()["status"] == "loaded"
 
 
 def test_sigterm_under_load(make_server):

@@ -127,6 +127,13 @@ static void test_defaults(void **state)
     assert_null(cfg.api_key);
     assert_string_equal(cfg.log_level, "info");
     assert_null(cfg.config_path);
+    assert_null(cfg.models_dir);
+    assert_int_equal(cfg.memory_budget, 0); /* auto */
+    assert_int_equal(cfg.max_models, 8);
+    assert_int_equal(cfg.keep_alive_ms, 5 * 60 * 1000);
+    assert_int_equal(cfg.load_timeout_ms, 120 * 1000);
+    assert_null(cfg.preload);
+    assert_int_equal(cfg.n_preload, 0);
     assert_int_equal(cfg.n_models, 0);
     config_free(&cfg);
     config_free(&cfg); /* idempotent */
@@ -158,6 +165,11 @@ static const char *full_ini =
     "body_limit = 64k\n"
     "api_key = s3cret;x\n"
     "log_level = debug\n"
+    "models_dir = /srv/models\n"
+    "memory_budget = 8G\n"
+    "max_models = 3\n"
+    "keep_alive = 10m\n"
+    "load_timeout = 45\n"
     "\n"
     "  [model.llama-3.1:8b_Q4]  ; indented header\n"
     "    path = /models/llama.gguf\n"
@@ -167,6 +179,8 @@ static const char *full_ini =
     "    n_gpu_layers = 10\n"
     "    batch = 64\n"
     "    chat_template = chatml\n"
+    "    preload = Yes\n"
+    "    keep_alive = -1\n"
     "[model.tiny]\r\n"
     "path: /models/tiny.gguf\r\n";
 
@@ -194,6 +208,12 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.body_limit, 65536);
     assert_string_equal(cfg.api_key, "s3cret;x");
     assert_string_equal(cfg.log_level, "debug");
+    assert_string_equal(cfg.models_dir, "/srv/models");
+    assert_int_equal(cfg.memory_budget, 8ull << 30);
+    assert_int_equal(cfg.max_models, 3);
+    assert_int_equal(cfg.keep_alive_ms, 600000);
+    assert_int_equal(cfg.load_timeout_ms, 45000);
+    assert_int_equal(cfg.n_preload, 0);
     assert_int_equal(cfg.n_models, 2);
 
     const struct config_model *m = &cfg.models[0];
@@ -205,6 +225,8 @@ static void test_full_file(void **state)
     assert_int_equal(m->n_gpu_layers, 10);
     assert_int_equal(m->batch, 64);
     assert_string_equal(m->chat_template, "chatml");
+    assert_true(m->preload);
+    assert_int_equal(m->keep_alive_ms, -1);
 
     m = &cfg.models[1];
     assert_string_equal(m->id, "tiny");
@@ -215,6 +237,8 @@ static void test_full_file(void **state)
     assert_int_equal(m->n_gpu_layers, -1);
     assert_int_equal(m->batch, -1);
     assert_null(m->chat_template);
+    assert_false(m->preload);
+    assert_int_equal(m->keep_alive_ms, CONFIG_KEEP_ALIVE_INHERIT);
 
     config_free(&cfg);
     tmp_remove(path);
@@ -288,6 +312,33 @@ static void test_file_value_errors(void **state)
         {"[model.a]\npath = /a\nbatch = 8\n", 3, "[model.a] batch", "16..65536"},
         {"[model.a]\npath = /a\nn_gpu_layers = -5\n", 3, "[model.a] n_gpu_layers", "0..100000"},
         {"[model.a]\npath =\n", 2, "[model.a] path", "non-empty"},
+        /* newer keys */
+        {"[server]\nmax_models = 0\n", 2, "[server] max_models",
+         "1..1024, got \"0\""},
+        {"[server]\nmax_models = 1025\n", 2, "[server] max_models", "1..1024"},
+        {"[server]\nmemory_budget = 512K\n", 2,
+         "[server] memory_budget: expected a size in 1M..1T (or 0/auto), got \"512K\"", NULL},
+        {"[server]\nmemory_budget = 2T\n", 2, "[server] memory_budget", "got \"2T\""},
+        {"[server]\nmemory_budget = automatic\n", 2, "[server] memory_budget",
+         "got \"automatic\""},
+        {"[server]\nmemory_budget =\n", 2, "[server] memory_budget", "got \"\""},
+        {"[server]\nkeep_alive = abc\n", 2,
+         "[server] keep_alive: expected a duration (seconds, or with s/m/h; -1 = forever), "
+         "got \"abc\"", NULL},
+        {"[server]\nkeep_alive = -2\n", 2, "[server] keep_alive", "got \"-2\""},
+        {"[server]\nkeep_alive = 5d\n", 2, "[server] keep_alive", "got \"5d\""},
+        {"[server]\nload_timeout = 0\n", 2,
+         "[server] load_timeout: expected a positive duration (seconds, or with s/m/h), "
+         "got \"0\"", NULL},
+        {"[server]\nload_timeout = -1\n", 2, "[server] load_timeout", "got \"-1\""},
+        {"[server]\nload_timeout = 0s\n", 2, "[server] load_timeout", "got \"0s\""},
+        {"[model.a]\npath = /a\nkeep_alive = 1y\n", 3,
+         "[model.a] keep_alive: expected a duration", "got \"1y\""},
+        {"[model.a]\npath = /a\n\n\n\n\npreload = maybe\n", 7,
+         "[model.a] preload: expected a boolean, got \"maybe\"", NULL},
+        {"[model.a]\npath = /a\npreload =\n", 3, "[model.a] preload", "got \"\""},
+        {"[model.a]\npath = /a\npreload = 2\n", 3, "[model.a] preload", "got \"2\""},
+        {"[server]\npreload = a\n", 2, "[server] preload", "unknown key"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         expect_file_error(cases[i].ini, cases[i].line, cases[i].n1, cases[i].n2);
@@ -401,6 +452,11 @@ static void test_env_overrides_file(void **state)
                    "CORRAL_LOG_LEVEL=warn",
                    "CORRAL_N_GPU_LAYERS=12",
                    "CORRAL_BATCH=128",
+                   "CORRAL_MODELS_DIR=/env/models",
+                   "CORRAL_MEMORY_BUDGET=512M",
+                   "CORRAL_MAX_MODELS=2",
+                   "CORRAL_KEEP_ALIVE=90s",
+                   "CORRAL_LOAD_TIMEOUT=1h",
                    "CORRAL_MODELS=a=/env/a",
                    "CORRAL_UNRELATED=whatever",
                    NULL};
@@ -422,6 +478,11 @@ static void test_env_overrides_file(void **state)
     assert_string_equal(cfg.log_level, "warn");
     assert_int_equal(cfg.n_gpu_layers, 12);
     assert_int_equal(cfg.batch, 128);
+    assert_string_equal(cfg.models_dir, "/env/models");
+    assert_int_equal(cfg.memory_budget, 512u << 20);
+    assert_int_equal(cfg.max_models, 2);
+    assert_int_equal(cfg.keep_alive_ms, 90000);
+    assert_int_equal(cfg.load_timeout_ms, 3600000);
     assert_int_equal(cfg.n_models, 1);
     assert_string_equal(cfg.models[0].path, "/env/a"); /* path replaced */
     assert_int_equal(cfg.models[0].ctx, 512);          /* other fields kept */
@@ -522,6 +583,33 @@ static void test_flag_forms(void **state)
     assert_string_equal(cfg.api_key, "a=b");
     assert_string_equal(cfg.host, "-x");
     config_free(&cfg);
+
+    /* the newer server flags, over a file and the environment */
+    char *path = tmp_write("[server]\nmodels_dir = /file\nkeep_alive = 1h\nmax_models = 4\n"
+                           "load_timeout = 10\nmemory_budget = 1G\n");
+    char cfgenv[300];
+    snprintf(cfgenv, sizeof cfgenv, "CORRAL_CONFIG=%s", path);
+    char *env[] = {cfgenv, "CORRAL_KEEP_ALIVE=7", "CORRAL_MODELS_DIR=/env", NULL};
+    char *argv3[] = {"--models-dir", "/flag", "--memory-budget=1T", "--max-models", "1024",
+                     "--keep-alive", "0", "--load-timeout=2m", NULL};
+    assert_int_equal(load(&cfg, argv3, env, err, sizeof err), 0);
+    assert_string_equal(cfg.models_dir, "/flag");
+    assert_int_equal(cfg.memory_budget, 1ull << 40);
+    assert_int_equal(cfg.max_models, 1024);
+    assert_int_equal(cfg.keep_alive_ms, 0);
+    assert_int_equal(cfg.load_timeout_ms, 120000);
+    config_free(&cfg);
+
+    /* an empty models_dir means none, and turns a file's value off */
+    char *argv4[] = {"--models-dir=", "--keep-alive=-1", NULL};
+    assert_int_equal(load(&cfg, argv4, env, err, sizeof err), 0);
+    assert_null(cfg.models_dir);
+    assert_int_equal(cfg.keep_alive_ms, -1);
+    assert_int_equal(cfg.max_models, 4);          /* file */
+    assert_int_equal(cfg.load_timeout_ms, 10000); /* file */
+    assert_int_equal(cfg.memory_budget, 1u << 30); /* file */
+    config_free(&cfg);
+    tmp_remove(path);
 }
 
 static void test_flag_errors(void **state)
@@ -550,6 +638,29 @@ static void test_flag_errors(void **state)
     /* flag errors win even when a config file is also named */
     char *a11[] = {"--config", "/nonexistent", "--nope", NULL};
     expect_error_exact(a11, no_env, "unknown flag \"--nope\"");
+
+    char *b1[] = {"--memory-budget", "x", NULL};
+    expect_error_exact(b1, no_env,
+                       "--memory-budget: expected a size in 1M..1T (or 0/auto), got \"x\"");
+    char *b2[] = {"--memory-budget=1025G", NULL};
+    expect_error_exact(b2, no_env,
+                       "--memory-budget: expected a size in 1M..1T (or 0/auto), got \"1025G\"");
+    char *b3[] = {"--max-models=0", NULL};
+    expect_error_exact(b3, no_env, "--max-models: expected an integer in 1..1024, got \"0\"");
+    char *b4[] = {"--keep-alive", "10x", NULL};
+    expect_error_exact(b4, no_env,
+                       "--keep-alive: expected a duration (seconds, or with s/m/h; "
+                       "-1 = forever), got \"10x\"");
+    char *b5[] = {"--load-timeout", "-1", NULL};
+    expect_error_exact(b5, no_env,
+                       "--load-timeout: expected a positive duration (seconds, or with s/m/h), "
+                       "got \"-1\"");
+    char *b6[] = {"--keep-alive", NULL};
+    expect_error_exact(b6, no_env, "--keep-alive: missing value");
+    char *b7[] = {"--preload", NULL};
+    expect_error_exact(b7, no_env, "--preload: missing value");
+    char *b8[] = {"--preloadx=a", NULL};
+    expect_error_exact(b8, no_env, "unknown flag \"--preloadx\"");
 }
 
 static void test_model_flag(void **state)
@@ -639,6 +750,29 @@ static void test_env_errors(void **state)
     expect_error_contains(NULL, e4, "CORRAL_LOG_LEVEL: expected one of", "got \"verbose\"");
     char *e5[] = {"CORRAL_THREADS= 4", NULL};
     expect_error_exact(NULL, e5, "CORRAL_THREADS: expected an integer in 1..1024, got \" 4\"");
+    char *e6[] = {"CORRAL_MEMORY_BUDGET=-1", NULL};
+    expect_error_exact(NULL, e6,
+                       "CORRAL_MEMORY_BUDGET: expected a size in 1M..1T (or 0/auto), "
+                       "got \"-1\"");
+    char *e7[] = {"CORRAL_MAX_MODELS=many", NULL};
+    expect_error_exact(NULL, e7,
+                       "CORRAL_MAX_MODELS: expected an integer in 1..1024, got \"many\"");
+    char *e8[] = {"CORRAL_KEEP_ALIVE=", NULL};
+    expect_error_exact(NULL, e8,
+                       "CORRAL_KEEP_ALIVE: expected a duration (seconds, or with s/m/h; "
+                       "-1 = forever), got \"\"");
+    char *e9[] = {"CORRAL_LOAD_TIMEOUT=0m", NULL};
+    expect_error_exact(NULL, e9,
+                       "CORRAL_LOAD_TIMEOUT: expected a positive duration (seconds, or with "
+                       "s/m/h), got \"0m\"");
+    /* the env accepts blanks around a duration, like config_parse_duration */
+    char *ok[] = {"CORRAL_KEEP_ALIVE= 2h ", "CORRAL_MODELS_DIR=", NULL};
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_load(&cfg, 0, NULL, ok, err, sizeof err), 0);
+    assert_int_equal(cfg.keep_alive_ms, 2 * 3600 * 1000);
+    assert_null(cfg.models_dir);
+    config_free(&cfg);
 }
 
 /* ------------------------------------------------------------ misc API */
@@ -695,6 +829,232 @@ static void test_parse_size(void **state)
     assert_int_equal(v, (size_t)17179869183u << 30);
 }
 
+static void test_parse_duration(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int rc;
+        int64_t ms;
+    } cases[] = {
+        {"0", 0, 0},
+        {"-1", 0, -1},
+        {" -1 ", 0, -1},
+        {"300", 0, 300000},
+        {"90s", 0, 90000},
+        {"10m", 0, 600000},
+        {"1h", 0, 3600000},
+        {" 5m ", 0, 300000},
+        {"\t5M\n", 0, 300000},
+        {"0s", 0, 0},
+        {"007", 0, 7000},
+        {"9223372036854775s", 0, INT64_C(9223372036854775000)},
+        {"", -1, 0},
+        {"   ", -1, 0},
+        {"-5", -1, 0},
+        {"-0", -1, 0},
+        {"-1s", -1, 0},
+        {"+5", -1, 0},
+        {"10x", -1, 0},
+        {"10ms", -1, 0},
+        {"m", -1, 0},
+        {"5 m", -1, 0},
+        {"1.5h", -1, 0},
+        {"0x10", -1, 0},
+        {"99999999999999999999h", -1, 0},
+        {"99999999999999999999", -1, 0},
+        {"9223372036854776", -1, 0},  /* seconds: ms overflows */
+        {"2562047788016h", -1, 0},    /* ms overflows */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t ms = 12345;
+        int rc = config_parse_duration(cases[i].s, &ms);
+        if (rc != cases[i].rc || (rc == 0 && ms != cases[i].ms))
+            fail_msg("config_parse_duration(\"%s\"): rc=%d ms=%lld, want rc=%d ms=%lld",
+                     cases[i].s, rc, (long long)ms, cases[i].rc, (long long)cases[i].ms);
+        if (rc != 0 && ms != 12345)
+            fail_msg("config_parse_duration(\"%s\") wrote *ms_out on failure", cases[i].s);
+    }
+    int64_t ms;
+    assert_int_equal(config_parse_duration(NULL, &ms), -1);
+    assert_int_equal(config_parse_duration("2562047788015h", &ms), 0);
+    assert_int_equal(ms, INT64_C(2562047788015) * 3600000);
+}
+
+static void test_memory_budget(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t v;
+    } ok[] = {
+        {"0", 0},
+        {"auto", 0},
+        {"AUTO", 0},
+        {"1M", 1u << 20},
+        {"1048576", 1u << 20},
+        {"512M", 512u << 20},
+        {"8G", 8ull << 30},
+        {"8GiB", 8ull << 30},
+        {"1T", 1ull << 40},
+        {"1t", 1ull << 40},
+        {"1TB", 1ull << 40},
+        {"1TiB", 1ull << 40},
+        {"1024G", 1ull << 40},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char arg[64], err[256] = "";
+        snprintf(arg, sizeof arg, "--memory-budget=%s", ok[i].s);
+        char *argv[] = {arg, NULL};
+        struct config cfg;
+        if (load(&cfg, argv, no_env, err, sizeof err) != 0)
+            fail_msg("%s: %s", arg, err);
+        if (cfg.memory_budget != ok[i].v)
+            fail_msg("%s: got %zu, want %zu", arg, cfg.memory_budget, ok[i].v);
+        config_free(&cfg);
+    }
+    static const char *const bad[] = {"", " 1G", "1G ", "-1", "1", "1048575", "1023K",
+                                      "1025G", "2T", "1.5G", "1TT", "1Tb", "T", "autox",
+                                      "0x100000", "18446744073709551615T"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {"--memory-budget", (char *)bad[i], NULL};
+        char want[128];
+        snprintf(want, sizeof want,
+                 "--memory-budget: expected a size in 1M..1T (or 0/auto), got \"%s\"", bad[i]);
+        expect_error_exact(argv, no_env, want);
+    }
+    /* "1T" stays invalid for the plain size parser and for body_limit */
+    size_t v;
+    assert_int_equal(config_parse_size("1T", &v), -1);
+}
+
+static void test_preload(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char err[512] = "";
+    /* flags, repeated and in both forms; ids need not be configured models */
+    char *argv[] = {"--preload", "a", "--preload=llama-3.1:8b_Q4", "--model", "b=/b.gguf",
+                    "--preload", "a", "--preload", "b", NULL};
+    int rc = load(&cfg, argv, no_env, err, sizeof err);
+    if (rc != 0)
+        fail_msg("load failed: %s", err);
+    assert_int_equal(cfg.n_preload, 3);
+    assert_string_equal(cfg.preload[0], "a");
+    assert_string_equal(cfg.preload[1], "llama-3.1:8b_Q4");
+    assert_string_equal(cfg.preload[2], "b");
+    assert_false(find_model(&cfg, "b")->preload); /* the list is separate */
+    config_free(&cfg);
+    assert_null(cfg.preload);
+    assert_int_equal(cfg.n_preload, 0);
+
+    /* the environment, with blanks and empty items; flags add to it */
+    char *env[] = {"CORRAL_PRELOAD= x , y,,x ,", NULL};
+    rc = config_load(&cfg, 0, NULL, env, err, sizeof err);
+    if (rc != 0)
+        fail_msg("load failed: %s", err);
+    assert_int_equal(cfg.n_preload, 2);
+    assert_string_equal(cfg.preload[0], "x");
+    assert_string_equal(cfg.preload[1], "y");
+    config_free(&cfg);
+    char *argv2[] = {"--preload", "z", "--preload", "y", NULL};
+    assert_int_equal(load(&cfg, argv2, env, err, sizeof err), 0);
+    assert_int_equal(cfg.n_preload, 3);
+    assert_string_equal(cfg.preload[0], "x");
+    assert_string_equal(cfg.preload[1], "y");
+    assert_string_equal(cfg.preload[2], "z");
+    config_free(&cfg);
+
+    /* an empty CORRAL_PRELOAD is an empty list */
+    char *env_empty[] = {"CORRAL_PRELOAD=", NULL};
+    assert_int_equal(config_load(&cfg, 0, NULL, env_empty, err, sizeof err), 0);
+    assert_int_equal(cfg.n_preload, 0);
+    config_free(&cfg);
+
+    /* the [model.ID] preload boolean, in every spelling */
+    static const struct {
+        const char *v;
+        bool b;
+    } bools[] = {{"true", true}, {"TRUE", true}, {"yes", true}, {"On", true}, {"1", true},
+                 {"false", false}, {"No", false}, {"off", false}, {"0", false},
+                 {"FALSE", false}};
+    for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
+        char ini[128];
+        snprintf(ini, sizeof ini, "[model.a]\npath = /a\npreload = %s\n", bools[i].v);
+        char *path = tmp_write(ini);
+        char *argv3[] = {"--config", path, NULL};
+        rc = load(&cfg, argv3, no_env, err, sizeof err);
+        if (rc != 0)
+            fail_msg("preload = %s: %s", bools[i].v, err);
+        assert_int_equal(cfg.models[0].preload, bools[i].b);
+        config_free(&cfg);
+        tmp_remove(path);
+    }
+
+    /* errors */
+    char *e1[] = {"--preload", "a b", NULL};
+    expect_error_exact(e1, no_env,
+                       "--preload: invalid model id \"a b\" (expected 1..127 characters of "
+                       "A-Z a-z 0-9 . _ : -)");
+    char *e2[] = {"--preload=", NULL};
+    expect_error_contains(e2, no_env, "--preload: invalid model id \"\"", NULL);
+    char *e3[] = {"CORRAL_PRELOAD=a,b/c", NULL};
+    expect_error_contains(NULL, e3, "CORRAL_PRELOAD: invalid model id \"b/c\"", NULL);
+    /* an error after some ids were stored still frees cleanly */
+    char *e4[] = {"--preload", "ok1", "--preload", "ok2", "--preload", "bad!", NULL};
+    expect_error_contains(e4, e3, "CORRAL_PRELOAD", NULL);
+    char *env_ok[] = {"CORRAL_PRELOAD=ok0", NULL};
+    expect_error_contains(e4, env_ok, "--preload: invalid model id \"bad!\"", NULL);
+}
+
+static void test_model_keep_alive(void **state)
+{
+    (void)state;
+    char *path = tmp_write("[server]\nkeep_alive = 30\n"
+                           "[model.a]\npath = /a\n"
+                           "[model.b]\npath = /b\nkeep_alive = 2h\n"
+                           "[model.c]\npath = /c\nkeep_alive = -1\n"
+                           "[model.d]\npath = /d\nkeep_alive = 0\n");
+    char *argv[] = {"--config", path, NULL};
+    struct config cfg;
+    char err[512] = "";
+    int rc = load(&cfg, argv, no_env, err, sizeof err);
+    if (rc != 0)
+        fail_msg("load failed: %s", err);
+    static const struct {
+        const char *id;
+        int64_t raw, resolved;
+    } want[] = {
+        {"a", CONFIG_KEEP_ALIVE_INHERIT, 30000},
+        {"b", 7200000, 7200000},
+        {"c", -1, -1},
+        {"d", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const struct config_model *m = find_model(&cfg, want[i].id);
+        assert_non_null(m);
+        assert_int_equal(m->keep_alive_ms, want[i].raw);
+        struct config_model out;
+        config_model_resolve(&cfg, m, &out);
+        assert_int_equal(out.keep_alive_ms, want[i].resolved);
+    }
+    config_free(&cfg);
+
+    /* a flag changes the server's value, which model a inherits; --model
+     * models inherit too */
+    char *argv2[] = {"--config", path, "--keep-alive=-1", "--model", "e=/e", NULL};
+    assert_int_equal(load(&cfg, argv2, no_env, err, sizeof err), 0);
+    struct config_model out;
+    config_model_resolve(&cfg, find_model(&cfg, "a"), &out);
+    assert_int_equal(out.keep_alive_ms, -1);
+    config_model_resolve(&cfg, find_model(&cfg, "e"), &out);
+    assert_int_equal(out.keep_alive_ms, -1);
+    config_model_resolve(&cfg, find_model(&cfg, "b"), &out);
+    assert_int_equal(out.keep_alive_ms, 7200000);
+    config_free(&cfg);
+    tmp_remove(path);
+}
+
 static void test_model_resolve(void **state)
 {
     (void)state;
@@ -720,6 +1080,14 @@ static void test_model_resolve(void **state)
     assert_int_equal(out.threads, 5);
     assert_int_equal(out.n_gpu_layers, 0);
     assert_int_equal(out.batch, 99);
+    assert_int_equal(out.keep_alive_ms, 0); /* 0 is a value, not "inherit" */
+
+    in.keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
+    in.preload = true;
+    cfg.keep_alive_ms = 42000;
+    config_model_resolve(&cfg, &in, &out);
+    assert_int_equal(out.keep_alive_ms, 42000);
+    assert_true(out.preload);
     config_free(&cfg);
 }
 
@@ -755,6 +1123,10 @@ int main(void)
         cmocka_unit_test(test_corral_models_env),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_memory_budget),
+        cmocka_unit_test(test_preload),
+        cmocka_unit_test(test_model_keep_alive),
         cmocka_unit_test(test_model_resolve),
         cmocka_unit_test(test_errbuf_small),
     };

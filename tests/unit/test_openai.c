@@ -335,6 +335,12 @@ static const struct err_case err_cases[] = {
     {API_CHAT, CHAT(",\"user\":5"), CORRAL_INVALID_REQUEST, "user", "'user' must be a string"},
     {API_CHAT, CHAT(",\"ignore_eos\":1"), CORRAL_INVALID_REQUEST, "ignore_eos",
      "'ignore_eos' must be a boolean"},
+    {API_CHAT, CHAT(",\"keep_alive\":\"soon\""), CORRAL_INVALID_REQUEST, "keep_alive",
+     "'keep_alive' must be a duration"},
+    {API_CHAT, CHAT(",\"keep_alive\":-5"), CORRAL_INVALID_REQUEST, "keep_alive",
+     "'keep_alive' must be -1 (forever), 0 or a number of seconds"},
+    {API_CHAT, CHAT(",\"keep_alive\":[1]"), CORRAL_INVALID_REQUEST, "keep_alive",
+     "'keep_alive' must be a number of seconds or a duration string"},
 };
 
 static void test_parse_errors(void **state)
@@ -464,7 +470,7 @@ static void test_parse_chat_full(void **state)
         "\"functions\":null,\"function_call\":\"none\","
         "\"response_format\":{\"type\":\"json_object\"},\"stream\":true,"
         "\"stream_options\":{\"include_usage\":true},\"user\":\"alice\","
-        "\"metadata\":{\"x\":1},\"some_future_field\":[1,2],\"ignore_eos\":true}";
+        "\"metadata\":{\"x\":1},\"some_future_field\":[1,2],\"ignore_eos\":true,\"keep_alive\":\"10m\"}";
     struct api_request req;
     parse_ok(API_CHAT, body, &req);
 
@@ -501,6 +507,7 @@ static void test_parse_chat_full(void **state)
     assert_null(req.sampling.stop[3]);
     assert_true(req.sampling.json_object);
     assert_true(req.sampling.ignore_eos);
+    assert_true(req.keep_alive_ms == 600000);
     assert_true(req.stream);
     assert_true(req.include_usage);
     assert_string_equal(req.user, "alice");
@@ -532,6 +539,7 @@ static void test_parse_chat_defaults(void **state)
     assert_int_equal(req.sampling.n_stop, 0);
     assert_false(req.sampling.json_object);
     assert_false(req.sampling.ignore_eos);
+    assert_true(req.keep_alive_ms == API_KEEP_ALIVE_UNSET);
     assert_false(req.stream);
     assert_false(req.include_usage);
     assert_null(req.user);
