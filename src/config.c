@@ -85,6 +85,7 @@ static const struct opt server_opts[] = {
     SOPT("body_limit", "CORRAL_BODY_LIMIT", "--body-limit", OPT_SIZE, body_limit, 1024,
          1024LL * 1024 * 1024),
     SOPT("api_key", "CORRAL_API_KEY", "--api-key", OPT_STR_NULL, api_key, 0, 0),
+    SOPT("admin_api_key", "CORRAL_ADMIN_API_KEY", "--admin-api-key", OPT_STR_NULL, admin_api_key, 0, 0),
     SOPT("log_level", "CORRAL_LOG_LEVEL", "--log-level", OPT_LOG_LEVEL, log_level, 0, 0),
     SOPT("models_dir", "CORRAL_MODELS_DIR", "--models-dir", OPT_STR_NULL, models_dir, 0, 0),
     SOPT("memory_budget", "CORRAL_MEMORY_BUDGET", "--memory-budget", OPT_SIZE_AUTO,
@@ -827,6 +828,7 @@ void config_defaults(struct config *cfg)
     cfg->queue_size = 64;
     cfg->body_limit = 8 * MIB;
     cfg->api_key = NULL;
+    cfg->admin_api_key = NULL;
     cfg->log_level = xstrdup("info");
     cfg->config_path = NULL;
     cfg->models_dir = NULL;
@@ -981,6 +983,8 @@ void config_free(struct config *cfg)
         return;
     free(cfg->host);
     free(cfg->api_key);
+    free(cfg->admin_api_key);
+    cfg->admin_api_key = NULL;
     free(cfg->log_level);
     free(cfg->config_path);
     free(cfg->models_dir);

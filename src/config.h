@@ -6,7 +6,7 @@
  * key, the variable, or the flag) and config_load fails.
  *
  * INI layout:
- *   [server]          host, port, threads, parallel, ctx, api_key, queue_size,
+ *   [server]          host, port, threads, parallel, ctx, api_key, admin_api_key, queue_size,
  *                     body_limit, http_threads, log_level, n_gpu_layers, batch,
  *                     models_dir, memory_budget, max_models, keep_alive,
  *                     load_timeout
@@ -74,6 +74,7 @@ struct config {
     int queue_size;      /* waiting requests per model; default 64; 0..100000 */
     size_t body_limit;   /* default 8 MiB; accepts 1024, 64k, 8M, 1G; 1k..1G */
     char *api_key;       /* NULL = no auth */
+    char *admin_api_key; /* guards /admin; NULL = /admin answers loopback clients only */
     char *log_level;     /* default "info" */
     char *config_path;   /* the file read, or NULL */
     char *models_dir;    /* directory whose *.gguf (recursively) become

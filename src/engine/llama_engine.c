@@ -855,6 +855,17 @@ static char *llama_engine__pick_template(struct llama_engine *e, const char *wan
     return strdup("chatml");
 }
 
+struct llama_engine__progress {
+    void (*fn)(float, void *);
+    void *ctx;
+};
+
+static bool llama_engine__on_progress(float fraction, void *ud) {
+    struct llama_engine__progress *pr = ud;
+    pr->fn(fraction, pr->ctx);
+    return true;
+}
+
 struct engine *llama_engine_open(const struct llama_engine_params *p, struct corral_err *err) {
     struct stat st;
     if (stat(p->path, &st) != 0) {
@@ -877,6 +888,11 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     int64_t t0 = time_now_ms();
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = p->n_gpu_layers;
+    struct llama_engine__progress pr = {p->progress, p->progress_ctx};
+    if (p->progress) {
+        mp.progress_callback = llama_engine__on_progress;
+        mp.progress_callback_user_data = &pr;
+    }
     e->model = llama_model_load_from_file(p->path, mp);
     if (!e->model) {
         corral_err_set(err, CORRAL_ENGINE, NULL, "model '%s': llama.cpp could not load %s (not a valid GGUF model?)",

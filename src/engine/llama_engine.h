@@ -17,6 +17,9 @@ struct llama_engine_params {
     int queue_size;            /* waiting requests beyond free slots */
     const char *chat_template; /* NULL = the model's own */
     size_t out_cap;            /* per-request output buffer bound */
+    /* Called from the loading thread with 0..1 as weights are read; may be NULL. */
+    void (*progress)(float fraction, void *ctx);
+    void *progress_ctx;
 };
 
 /* Call once before opening any model: initialises llama.cpp's backends and

@@ -55,6 +55,7 @@ struct http_server {
     struct MHD_Daemon *d;
     struct pool *pool;
     char *api_key;
+    char *admin_api_key;
     size_t body_limit;
     int port;
 };
@@ -67,6 +68,11 @@ enum route_id {
     R_CHAT,
     R_COMPLETIONS,
     R_EMBEDDINGS,
+    R_ADMIN_MODELS,
+    R_ADMIN_POOL,
+    R_ADMIN_LOAD,
+    R_ADMIN_UNLOAD,
+    R_ADMIN_REGISTER,
 };
 
 struct route {
@@ -74,22 +80,28 @@ struct route {
     enum route_id id;
     const char *method; /* the one method it answers */
     bool auth;          /* needs the API key when one is set */
+    bool admin;         /* needs the admin key, or a loopback client when none is set */
 };
 
 static const struct route http__routes[] = {
-    {"/health", R_HEALTH, "GET", false},
-    {"/v1/health", R_HEALTH, "GET", false},
-    {"/v1/models", R_MODELS, "GET", true},
-    {"/models", R_MODELS, "GET", true},
-    {"/v1/chat/completions", R_CHAT, "POST", true},
-    {"/chat/completions", R_CHAT, "POST", true},
-    {"/v1/completions", R_COMPLETIONS, "POST", true},
-    {"/completions", R_COMPLETIONS, "POST", true},
-    {"/v1/embeddings", R_EMBEDDINGS, "POST", true},
-    {"/embeddings", R_EMBEDDINGS, "POST", true},
+    {"/health", R_HEALTH, "GET", false, false},
+    {"/v1/health", R_HEALTH, "GET", false, false},
+    {"/v1/models", R_MODELS, "GET", true, false},
+    {"/models", R_MODELS, "GET", true, false},
+    {"/v1/chat/completions", R_CHAT, "POST", true, false},
+    {"/chat/completions", R_CHAT, "POST", true, false},
+    {"/v1/completions", R_COMPLETIONS, "POST", true, false},
+    {"/completions", R_COMPLETIONS, "POST", true, false},
+    {"/v1/embeddings", R_EMBEDDINGS, "POST", true, false},
+    {"/embeddings", R_EMBEDDINGS, "POST", true, false},
+    {"/admin/models", R_ADMIN_MODELS, "GET", false, true},
+    {"/admin/pool", R_ADMIN_POOL, "GET", false, true},
+    {"/admin/models/load", R_ADMIN_LOAD, "POST", false, true},
+    {"/admin/models/unload", R_ADMIN_UNLOAD, "POST", false, true},
+    {"/admin/models/register", R_ADMIN_REGISTER, "POST", false, true},
 };
 
-static const struct route http__route_model = {"/v1/models/", R_MODEL, "GET", true};
+static const struct route http__route_model = {"/v1/models/", R_MODEL, "GET", true, false};
 
 /* Per-request state, from the first call of the handler to completion. */
 struct conn {
@@ -195,6 +207,38 @@ static bool http__authorized(struct http_server *s, struct MHD_Connection *c) {
     return h && http__consttime_eq(h, s->api_key);
 }
 
+static bool http__is_loopback(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
+        return memcmp(in6->sin6_addr.s6_addr, v4mapped, 12) == 0 && in6->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+/* Admin access: the admin key when one is set, else loopback clients only.
+ * Returns CORRAL_OK or the status to answer with. */
+static enum corral_status http__admin_allowed(struct http_server *s, struct MHD_Connection *c) {
+    if (s->admin_api_key) {
+        const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+            h += 7;
+            while (*h == ' ') h++;
+            if (http__consttime_eq(h, s->admin_api_key)) return CORRAL_OK;
+        }
+        return CORRAL_UNAUTHORIZED;
+    }
+    return http__is_loopback(c) ? CORRAL_OK : CORRAL_FORBIDDEN;
+}
+
 static const struct route *http__find_route(const char *url, bool *path_known) {
     for (size_t i = 0; i < sizeof http__routes / sizeof http__routes[0]; i++) {
         if (strcmp(url, http__routes[i].path) == 0) {
@@ -276,6 +320,118 @@ done:;
     free(ids);
     free(st);
     free(created);
+    return ret;
+}
+
+/* ------------------------------------------------------------ admin */
+
+static json_t *http__model_json(const struct pool_model_info *mi) {
+    json_t *m = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:I, s:I, s:f}", "id", mi->id, "path",
+                          mi->path, "status", pool_status_name(mi->status), "memory_estimated",
+                          (json_int_t)mi->mem_estimated, "memory_measured", (json_int_t)mi->mem_measured,
+                          "in_flight", mi->in_flight, "queued", mi->stats.queued, "slots_busy", mi->stats.slots_busy,
+                          "slots_total", mi->stats.slots_total, "keep_alive",
+                          (json_int_t)(mi->keep_alive_ms < 0 ? -1 : mi->keep_alive_ms / 1000), "load_ms",
+                          (json_int_t)mi->load_ms, "load_progress", (double)mi->load_progress);
+    if (!m) return NULL;
+    if (mi->error[0]) json_object_set_new(m, "error", json_string(mi->error));
+    if (mi->last_used_ms > 0)
+        json_object_set_new(m, "last_used",
+                            json_integer((json_int_t)(time_wall_s() - (time_now_ms() - mi->last_used_ms) / 1000)));
+    else
+        json_object_set_new(m, "last_used", json_null());
+    return m;
+}
+
+static json_t *http__models_array(struct http_server *s) {
+    json_t *arr = json_array();
+    size_t n = pool_count(s->pool);
+    for (size_t i = 0; i < n && arr; i++) {
+        struct pool_model_info mi;
+        if (pool_info(s->pool, i, &mi) != 0) continue;
+        json_t *m = http__model_json(&mi);
+        if (m) json_array_append_new(arr, m);
+    }
+    return arr;
+}
+
+static enum MHD_Result http__reply_obj(struct MHD_Connection *c, unsigned status, json_t *root) {
+    char *out = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    return http__reply_json(c, status, out);
+}
+
+/* Parse {"model": "...", ...} from an admin POST body. */
+static json_t *http__admin_body(struct conn *k, const char **model, struct corral_err *err) {
+    json_error_t jerr;
+    json_t *root = json_loadb(k->body.data ? k->body.data : "", k->body.len, 0, &jerr);
+    if (!root) {
+        corral_err_set(err, CORRAL_INVALID_JSON, NULL, "invalid JSON at line %d, column %d: %s", jerr.line,
+                       jerr.column, jerr.text);
+        return NULL;
+    }
+    json_t *m = json_object_get(root, "model");
+    if (!json_is_string(m)) m = json_object_get(root, "id");
+    if (!json_is_string(m) || !json_string_value(m)[0]) {
+        corral_err_set(err, CORRAL_INVALID_REQUEST, "model", "missing required field 'model' (a string)");
+        json_decref(root);
+        return NULL;
+    }
+    *model = json_string_value(m);
+    return root;
+}
+
+static enum MHD_Result http__admin(struct http_server *s, struct conn *k) {
+    struct MHD_Connection *c = k->mhd;
+    struct corral_err err;
+    corral_err_clear(&err);
+    if (k->route->id == R_ADMIN_MODELS)
+        return http__reply_obj(c, MHD_HTTP_OK, json_pack("{s:s, s:o}", "object", "list", "data", http__models_array(s)));
+    if (k->route->id == R_ADMIN_POOL) {
+        struct pool_stats ps;
+        pool_stats(s->pool, &ps);
+        return http__reply_obj(c, MHD_HTTP_OK,
+                               json_pack("{s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:o}", "memory_budget",
+                                         (json_int_t)ps.budget, "memory_used", (json_int_t)ps.used, "max_models",
+                                         ps.max_models, "loaded", ps.loaded, "loads", (json_int_t)ps.loads,
+                                         "evictions", (json_int_t)ps.evictions, "load_failures",
+                                         (json_int_t)ps.load_failures, "models", http__models_array(s)));
+    }
+    const char *model = NULL;
+    json_t *body = http__admin_body(k, &model, &err);
+    if (!body) return http__reply_error(c, &err, NULL);
+    enum MHD_Result ret;
+    if (k->route->id == R_ADMIN_LOAD) {
+        enum pool_model_status st;
+        if (pool_load(s->pool, model, &st, &err) != CORRAL_OK)
+            ret = http__reply_error(c, &err, NULL);
+        else
+            ret = http__reply_obj(c, st == POOL_LOADED ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED,
+                                  json_pack("{s:s, s:s}", "id", model, "status", pool_status_name(st)));
+    } else if (k->route->id == R_ADMIN_UNLOAD) {
+        bool done = false;
+        json_t *f = json_object_get(body, "force");
+        if (f && !json_is_boolean(f)) {
+            corral_err_set(&err, CORRAL_INVALID_REQUEST, "force", "'force' must be a boolean");
+            ret = http__reply_error(c, &err, NULL);
+        } else if (pool_unload(s->pool, model, json_is_true(f), &done, &err) != CORRAL_OK) {
+            ret = http__reply_error(c, &err, NULL);
+        } else {
+            ret = http__reply_obj(c, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED,
+                                  json_pack("{s:s, s:s}", "id", model, "status", done ? "unloaded" : "unloading"));
+        }
+    } else {
+        json_t *path = json_object_get(body, "path");
+        if (!json_is_string(path)) {
+            corral_err_set(&err, CORRAL_INVALID_REQUEST, "path", "missing required field 'path' (a string)");
+            ret = http__reply_error(c, &err, NULL);
+        } else if (pool_register(s->pool, model, json_string_value(path), &err) != CORRAL_OK) {
+            ret = http__reply_error(c, &err, NULL);
+        } else {
+            ret = http__reply_obj(c, MHD_HTTP_CREATED, json_pack("{s:s, s:s}", "id", model, "status", "unloaded"));
+        }
+    }
+    json_decref(body);
     return ret;
 }
 
@@ -478,6 +634,14 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
             snprintf(msg, sizeof msg, "%s is not allowed here; use %s", method, rt->method);
             return http__fail(c, CORRAL_METHOD_NOT_ALLOWED, NULL, rt->method, "%s", msg);
         }
+        if (rt->admin) {
+            enum corral_status ast = http__admin_allowed(s, c);
+            if (ast == CORRAL_UNAUTHORIZED)
+                return http__fail(c, ast, NULL, NULL, "%s", "invalid or missing admin API key");
+            if (ast != CORRAL_OK)
+                return http__fail(c, ast, NULL, NULL, "%s",
+                                  "the admin API answers loopback clients only unless admin_api_key is set");
+        }
         if (rt->auth && !http__authorized(s, c))
             return http__fail(c, CORRAL_UNAUTHORIZED, NULL, NULL, "%s",
                               "invalid or missing API key (send 'Authorization: Bearer <key>')");
@@ -534,6 +698,11 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
     case R_CHAT:
     case R_COMPLETIONS:
     case R_EMBEDDINGS: return http__inference(s, k);
+    case R_ADMIN_MODELS:
+    case R_ADMIN_POOL:
+    case R_ADMIN_LOAD:
+    case R_ADMIN_UNLOAD:
+    case R_ADMIN_REGISTER: return http__admin(s, k);
     case R_NONE: break;
     }
     return http__fail(c, CORRAL_NOT_FOUND, NULL, NULL, "no such endpoint: %.200s", url);
@@ -588,6 +757,7 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
     s->pool = p->pool;
     s->body_limit = p->body_limit;
     s->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
+    s->admin_api_key = p->admin_api_key && p->admin_api_key[0] ? strdup(p->admin_api_key) : NULL;
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
     struct addrinfo *ai = NULL;
@@ -622,6 +792,7 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
     return s;
 fail:
     free(s->api_key);
+    free(s->admin_api_key);
     free(s);
     return NULL;
 }
@@ -639,5 +810,6 @@ void http_server_stop(struct http_server *s) {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
     free(s->api_key);
+    free(s->admin_api_key);
     free(s);
 }

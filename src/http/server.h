@@ -20,6 +20,7 @@ struct http_server_params {
     int threads;         /* event-loop threads */
     size_t body_limit;   /* largest request body accepted, bytes */
     const char *api_key; /* NULL or "" = no authentication */
+    const char *admin_api_key; /* guards /admin; NULL or "" = loopback clients only */
     struct pool *pool;   /* borrowed; must outlive the server */
 };
 

@@ -20,6 +20,8 @@
 #include "pool/pool.h"
 
 #include <dirent.h>
+#include <limits.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -63,6 +65,8 @@ struct pool_model {
     int64_t backoff_ms;
     int64_t keep_alive_ms;
     int64_t load_requested_ms;
+    bool unload_requested; /* admin unload waiting for the last request */
+    _Atomic int progress_permille;
 };
 
 struct pool {
@@ -177,7 +181,7 @@ static void pool__scan_dir(struct pool *p, const char *dir, int depth) {
         cm.id[len - 5] = '\0';
         if (pool__find(p, cm.id)) continue;
         cm.parallel = cm.ctx = cm.threads = cm.n_gpu_layers = cm.batch = -1;
-        cm.keep_alive_ms = -2;
+        cm.keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
         cm.path = path;
         struct config_model resolved;
         config_model_resolve(p->cfg, &cm, &resolved);
@@ -333,6 +337,11 @@ enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req
         }
         m->status = POOL_UNLOADED;
     }
+    if (m->unload_requested) {
+        corral_err_set(err, CORRAL_UNAVAILABLE, "model", "the model '%s' is being unloaded; retry shortly", m->id);
+        pthread_mutex_unlock(&p->mu);
+        return err->status;
+    }
     m->pins++;
     m->last_used_ms = now;
     /* a request's keep_alive sets how long the model stays after it */
@@ -394,6 +403,7 @@ static struct engine *pool__unload(struct pool *p, struct pool_model *m, const c
     struct engine *e = m->engine;
     m->engine = NULL;
     m->status = POOL_UNLOADED;
+    m->unload_requested = false;
     p->used -= m->est <= p->used ? m->est : p->used;
     m->est = 0;
     log_info("model %s: unloaded (%s)", m->id, why);
@@ -416,6 +426,11 @@ static struct pool_model *pool__victim(struct pool *p, struct pool_model *except
         if (!best || m->last_used_ms < best->last_used_ms) best = m;
     }
     return best;
+}
+
+static void pool__on_progress(float fraction, void *ctx) {
+    struct pool_model *m = ctx;
+    atomic_store(&m->progress_permille, (int)(fraction * 1000));
 }
 
 /* Load m (status LOADING, est not yet counted). Called with mu held; returns
@@ -495,6 +510,9 @@ static void pool__load(struct pool *p, struct pool_model *m) {
         .chat_template = m->cfg.chat_template,
         .out_cap = POOL_OUT_CAP,
     };
+    atomic_store(&m->progress_permille, 0);
+    lp.progress = pool__on_progress;
+    lp.progress_ctx = m;
     int64_t t0 = time_now_ms();
     uint64_t rss0 = pool__rss();
     struct engine *e = llama_engine_open(&lp, &err);
@@ -554,14 +572,16 @@ static void *pool__loader(void *arg) {
     pthread_mutex_lock(&p->mu);
     while (!p->stopping) {
         int64_t now = time_now_ms();
-        /* idle models past their keep_alive */
+        /* idle models past their keep_alive, and admin unloads whose last
+         * request has ended */
         int64_t next = now + 60000;
         for (size_t i = 0; i < p->n; i++) {
             struct pool_model *m = p->models[i];
-            if (m->status != POOL_LOADED || m->pins > 0 || m->keep_alive_ms < 0) continue;
-            int64_t due = m->last_used_ms + m->keep_alive_ms;
+            if (m->status != POOL_LOADED || m->pins > 0) continue;
+            if (m->keep_alive_ms < 0 && !m->unload_requested) continue;
+            int64_t due = m->unload_requested ? now : m->last_used_ms + m->keep_alive_ms;
             if (due <= now) {
-                struct engine *e = pool__unload(p, m, "idle past keep_alive");
+                struct engine *e = pool__unload(p, m, m->unload_requested ? "admin request" : "idle past keep_alive");
                 pthread_mutex_unlock(&p->mu);
                 engine_free(e);
                 pthread_mutex_lock(&p->mu);
@@ -589,6 +609,112 @@ static void *pool__loader(void *arg) {
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
+}
+
+/* ------------------------------------------------------------- admin */
+
+enum corral_status pool_load(struct pool *p, const char *id, enum pool_model_status *status,
+                             struct corral_err *err) {
+    pthread_mutex_lock(&p->mu);
+    struct pool_model *m = pool__find(p, id);
+    if (!m) {
+        pool__scan(p);
+        m = pool__find(p, id);
+    }
+    if (!m) {
+        pthread_mutex_unlock(&p->mu);
+        return corral_err_set(err, CORRAL_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist", id);
+    }
+    if (m->status == POOL_UNLOADED || m->status == POOL_FAILED) {
+        m->status = POOL_LOADING; /* an explicit load retries at once */
+        m->fail_until_ms = 0;
+        m->load_requested_ms = time_now_ms();
+        pthread_cond_broadcast(&p->cv);
+    }
+    m->unload_requested = false;
+    *status = m->status;
+    pthread_mutex_unlock(&p->mu);
+    return CORRAL_OK;
+}
+
+enum corral_status pool_unload(struct pool *p, const char *id, bool force, bool *done, struct corral_err *err) {
+    *done = false;
+    pthread_mutex_lock(&p->mu);
+    struct pool_model *m = pool__find(p, id);
+    if (!m) {
+        pthread_mutex_unlock(&p->mu);
+        return corral_err_set(err, CORRAL_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist", id);
+    }
+    if (m->status != POOL_LOADED) {
+        /* nothing loaded (a load in progress finishes, then idles out) */
+        *done = m->status != POOL_LOADING;
+        if (m->status == POOL_LOADING) m->unload_requested = true;
+        pthread_mutex_unlock(&p->mu);
+        return CORRAL_OK;
+    }
+    if (m->pins == 0) {
+        struct engine *e = pool__unload(p, m, "admin request");
+        pthread_mutex_unlock(&p->mu);
+        engine_free(e);
+        *done = true;
+        return CORRAL_OK;
+    }
+    m->unload_requested = true;
+    /* force: fail the requests in flight now; their transports then drop
+     * the pins and the loader unloads the model. Under the lock, so the
+     * loader cannot free the engine meanwhile (stopping never takes it). */
+    if (force) engine_stop(m->engine);
+    pthread_mutex_unlock(&p->mu);
+    return CORRAL_OK;
+}
+
+static bool pool__valid_id(const char *id) {
+    size_t n = strlen(id);
+    if (n == 0 || n >= CONFIG_ID_MAX) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == ':' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+enum corral_status pool_register(struct pool *p, const char *id, const char *path, struct corral_err *err) {
+    if (!p->cfg->models_dir)
+        return corral_err_set(err, CORRAL_FORBIDDEN, NULL, "registering models needs models_dir to be set");
+    if (!pool__valid_id(id))
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "id", "a model id is 1..127 of [A-Za-z0-9._:-]");
+    char dir[PATH_MAX], file[PATH_MAX];
+    if (!realpath(p->cfg->models_dir, dir))
+        return corral_err_set(err, CORRAL_INTERNAL, NULL, "models_dir is not accessible: %s", strerror(errno));
+    if (!realpath(path, file))
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "path", "cannot resolve '%.200s': %s", path, strerror(errno));
+    size_t dl = strlen(dir);
+    struct stat st;
+    size_t fl = strlen(file);
+    if (strncmp(file, dir, dl) != 0 || file[dl] != '/')
+        return corral_err_set(err, CORRAL_FORBIDDEN, "path", "'%.200s' is outside models_dir", path);
+    if (stat(file, &st) != 0 || !S_ISREG(st.st_mode) || fl < 5 || strcmp(file + fl - 5, ".gguf") != 0)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "path", "'%.200s' is not a .gguf file", path);
+    pthread_mutex_lock(&p->mu);
+    if (pool__find(p, id)) {
+        pthread_mutex_unlock(&p->mu);
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "id", "a model '%s' is already registered", id);
+    }
+    struct config_model cm;
+    memset(&cm, 0, sizeof cm);
+    snprintf(cm.id, sizeof cm.id, "%s", id);
+    cm.parallel = cm.ctx = cm.threads = cm.n_gpu_layers = cm.batch = -1;
+    cm.keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
+    cm.path = file;
+    struct config_model resolved;
+    config_model_resolve(p->cfg, &cm, &resolved);
+    struct pool_model *m = pool__add(p, &resolved, file, true);
+    pthread_mutex_unlock(&p->mu);
+    if (!m) return corral_err_set(err, CORRAL_NOMEM, NULL, "cannot register more models");
+    log_info("registered model %s (%s)", id, file);
+    return CORRAL_OK;
 }
 
 /* ------------------------------------------------------------- queries */
@@ -619,6 +745,9 @@ int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
     out->mem_estimated = m->est_last;
     out->mem_measured = m->measured;
     out->load_ms = m->load_ms;
+    out->load_progress = m->status == POOL_LOADED ? 1.0f
+                         : m->status == POOL_LOADING ? atomic_load(&m->progress_permille) / 1000.0f
+                                                     : 0.0f;
     if (m->engine) engine_stats(m->engine, &out->stats);
     pthread_mutex_unlock(&p->mu);
     return 0;

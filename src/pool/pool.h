@@ -42,6 +42,7 @@ struct pool_model_info {
     uint64_t mem_estimated; /* from the GGUF header (0 if unknown) */
     uint64_t mem_measured;  /* process RSS growth across the last load (approximate) */
     int64_t load_ms;        /* how long the last load took */
+    float load_progress;    /* 0..1 while loading; 1 once loaded */
     struct engine_stats stats; /* zeroed unless loaded */
 };
 
@@ -73,6 +74,21 @@ void pool_free(struct pool *p);
 enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req *r,
                                struct pool_model **handle, struct corral_err *err);
 void pool_release(struct pool *p, struct pool_model *m);
+
+/* Start loading model id in the background now, even during a failure
+ * cooldown. *status gets the model's state after the call (LOADED if it
+ * already was). CORRAL_MODEL_NOT_FOUND for an unknown id. */
+enum corral_status pool_load(struct pool *p, const char *id, enum pool_model_status *status,
+                             struct corral_err *err);
+/* Unload model id. With nothing in flight it is unloaded before returning
+ * (*done = true); otherwise it is unloaded when its last request ends and new
+ * requests are refused meanwhile (*done = false). force cancels the requests
+ * in flight (their clients get an error) instead of waiting for them. */
+enum corral_status pool_unload(struct pool *p, const char *id, bool force, bool *done, struct corral_err *err);
+/* Register a GGUF file as model id. The file must resolve (symlinks and ".."
+ * followed) to a regular *.gguf file inside models_dir; CORRAL_FORBIDDEN
+ * otherwise, CORRAL_INVALID_REQUEST for a bad or taken id. */
+enum corral_status pool_register(struct pool *p, const char *id, const char *path, struct corral_err *err);
 
 size_t pool_count(struct pool *p);
 /* Describe model i (0 <= i < pool_count). 0 on success, -1 if out of range. */
