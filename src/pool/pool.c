@@ -66,6 +66,11 @@ struct pool_model {
     int64_t keep_alive_ms;
     int64_t load_requested_ms;
     bool unload_requested; /* admin unload waiting for the last request */
+    bool retired;          /* replaced by a newer file; serves its last requests */
+    dev_t file_dev;        /* identity of the file that was loaded */
+    ino_t file_ino;
+    off_t file_size;
+    struct timespec file_mtime;
     _Atomic int progress_permille;
 };
 
@@ -117,7 +122,25 @@ static uint64_t pool__auto_budget(void) {
 
 static struct pool_model *pool__find(struct pool *p, const char *id) {
     for (size_t i = 0; i < p->n; i++)
-        if (strcmp(p->models[i]->id, id) == 0) return p->models[i];
+        if (!p->models[i]->retired && strcmp(p->models[i]->id, id) == 0) return p->models[i];
+    return NULL;
+}
+
+/* true if the model's file is no longer the one that was loaded (device,
+ * inode, size or mtime changed, or it is gone). */
+static bool pool__file_changed(const struct pool_model *m) {
+    struct stat st;
+    if (stat(m->path, &st) != 0) return false; /* gone: keep serving what is loaded */
+    return st.st_dev != m->file_dev || st.st_ino != m->file_ino || st.st_size != m->file_size ||
+           st.st_mtim.tv_sec != m->file_mtime.tv_sec || st.st_mtim.tv_nsec != m->file_mtime.tv_nsec;
+}
+
+/* The i-th model that is not retired, or NULL. */
+static struct pool_model *pool__nth(struct pool *p, size_t i) {
+    for (size_t k = 0; k < p->n; k++) {
+        if (p->models[k]->retired) continue;
+        if (i-- == 0) return p->models[k];
+    }
     return NULL;
 }
 
@@ -347,6 +370,22 @@ enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req
     /* a request's keep_alive sets how long the model stays after it */
     int64_t ka = engine_req_input(r)->keep_alive_ms;
     m->keep_alive_ms = ka != API_KEEP_ALIVE_UNSET ? ka : m->cfg.keep_alive_ms;
+    if (m->status == POOL_LOADED && pool__file_changed(m)) {
+        /* a new file: requests in flight finish on the old engine, which is
+         * freed when they end; this and later requests get the new file */
+        struct pool_model *fresh = pool__add(p, &m->cfg, m->path, true);
+        if (fresh) {
+            fresh->keep_alive_ms = m->keep_alive_ms;
+            m->retired = true;
+            m->unload_requested = true;
+            m->pins--;
+            log_info("model %s: file changed on disk; loading it again", m->id);
+            pthread_cond_broadcast(&p->cv);
+            m = fresh;
+            m->pins++;
+            m->last_used_ms = now;
+        }
+    }
     if (m->status == POOL_LOADED) {
         struct engine *e = m->engine;
         pthread_mutex_unlock(&p->mu);
@@ -524,6 +563,13 @@ static void pool__load(struct pool *p, struct pool_model *m) {
         goto failed;
     }
     m->engine = e;
+    struct stat fst;
+    if (stat(m->path, &fst) == 0) {
+        m->file_dev = fst.st_dev;
+        m->file_ino = fst.st_ino;
+        m->file_size = fst.st_size;
+        m->file_mtime = fst.st_mtim;
+    }
     m->measured = rss1 > rss0 ? rss1 - rss0 : 0;
     m->load_ms = time_now_ms() - t0;
     m->status = POOL_LOADED;
@@ -721,7 +767,8 @@ enum corral_status pool_register(struct pool *p, const char *id, const char *pat
 
 size_t pool_count(struct pool *p) {
     pthread_mutex_lock(&p->mu);
-    size_t n = p->n;
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++) n += !p->models[i]->retired;
     pthread_mutex_unlock(&p->mu);
     return n;
 }
@@ -729,11 +776,11 @@ size_t pool_count(struct pool *p) {
 int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&p->mu);
-    if (i >= p->n) {
+    struct pool_model *m = pool__nth(p, i);
+    if (!m) {
         pthread_mutex_unlock(&p->mu);
         return -1;
     }
-    struct pool_model *m = p->models[i];
     out->id = m->id;
     out->path = m->path;
     out->status = m->status;

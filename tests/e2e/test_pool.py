@@ -1,5 +1,6 @@
 """The model pool: lazy loading, one load per model, memory budget with LRU
 eviction, pins, keep_alive, models_dir."""
+import os
 import shutil
 import threading
 import time
@@ -190,3 +191,28 @@ def test_models_dir_registers_and_rescans(make_server, three_models, tmp_path):
     r = srv.post("/v1/completions", completion_body(model="gamma", max_tokens=2))
     assert r.status_code == 200, r.text
     assert_error(srv.post("/v1/completions", completion_body(model="delta")), 404)
+
+
+def test_replaced_file_is_picked_up(make_server, three_models, tmp_path):
+    path = tmp_path / "live.gguf"
+    shutil.copy(three_models["a"], path)
+    srv = make_server(["--model", "live=" + str(path), "--model", "ref=" + three_models["b"]] + SMALL)
+    body = completion_body(model="live", max_tokens=8, temperature=0)
+    before = srv.post("/v1/completions", body).json()["choices"][0]["text"]
+    ref = srv.post("/v1/completions", dict(body, model="ref")).json()["choices"][0]["text"]
+    assert before != ref
+    # a long stream on the old file keeps going while the file is replaced
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=stream_request(
+        srv, "/v1/completions", completion_body(model="live", max_tokens=200, stream=True, ignore_eos=True),
+        timeout=60)))
+    t.start()
+    tmp = tmp_path / "live.gguf.new"
+    shutil.copy(three_models["b"], tmp)
+    os.replace(tmp, path)  # a new inode, as a download or `cp` + `mv` makes
+    after = srv.post("/v1/completions", body).json()["choices"][0]["text"]
+    assert after == ref  # the new weights answer
+    t.join(timeout=60)
+    assert result["r"].status == 200 and result["r"].finish_reason() == "length"
+    ids = [m["id"] for m in srv.get("/v1/models").json()["data"]]
+    assert sorted(ids) == ["live", "ref"]  # no duplicate entry for the old file
