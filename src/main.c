@@ -1,9 +1,10 @@
-/* main.c - the corral command line: serve, models, version. */
+/* main.c - the corral command line: serve, models, ps, load, unload, version. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "config.h"
 #include "http/server.h"
 #include "pool/pool.h"
@@ -18,8 +19,9 @@ static void usage(FILE *f) {
             "usage: corral serve [options]     run the server\n"
             "       corral models [options]    list the configured models\n"
             "       corral version             print the version\n"
+            "%s"
             "\n"
-            "options (also settable in an INI file and as CORRAL_* variables):\n"
+            "options of serve and models (also settable in an INI file and as CORRAL_* variables):\n"
             "  --config FILE         INI config ([server] and [model.ID] sections)\n"
             "  --model ID=PATH       serve the GGUF at PATH as model ID (repeatable)\n"
             "  --host ADDR           address to bind (default 127.0.0.1)\n"
@@ -40,7 +42,7 @@ static void usage(FILE *f) {
             "  --http-threads N      HTTP event threads (default 2)\n"
             "  --api-key KEY         require 'Authorization: Bearer KEY'\n"
             "  --log-level LEVEL     debug, info, warn, error (default info)\n",
-            CORRAL_VERSION);
+            CORRAL_VERSION, cli_usage_text);
 }
 
 static int load_config(struct config *cfg, int argc, char **argv) {
@@ -102,6 +104,7 @@ static int cmd_serve(int argc, char **argv) {
         .threads = cfg.http_threads,
         .body_limit = cfg.body_limit,
         .api_key = cfg.api_key,
+        .admin_api_key = cfg.admin_api_key,
         .pool = pool,
     };
     srv = http_server_start(&hp, &err);
@@ -147,6 +150,9 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "models") == 0) return cmd_models(argc - 2, argv + 2);
+    if (strcmp(cmd, "ps") == 0) return cli_ps(argc - 2, argv + 2);
+    if (strcmp(cmd, "load") == 0) return cli_load(argc - 2, argv + 2);
+    if (strcmp(cmd, "unload") == 0) return cli_unload(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

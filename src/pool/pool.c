@@ -32,6 +32,7 @@
 
 #include "engine/llama_engine.h"
 #include "pool/estimate.h"
+#include "pool/lru.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -449,6 +450,22 @@ static struct engine *pool__unload(struct pool *p, struct pool_model *m, const c
     return e;
 }
 
+/* The registry as the pure eviction rules see it (pool/lru.h). Caller
+ * holds mu; *out is malloc'd (NULL if out of memory). */
+static struct lru_entry *pool__lru_view(struct pool *p) {
+    struct lru_entry *v = calloc(p->n ? p->n : 1, sizeof *v);
+    if (!v) return NULL;
+    for (size_t i = 0; i < p->n; i++) {
+        struct pool_model *m = p->models[i];
+        v[i].bytes = m->est;
+        v[i].last_used_ms = m->last_used_ms;
+        v[i].pins = m->pins;
+        v[i].resident = m->status == POOL_LOADED;
+        v[i].counted = m->status == POOL_LOADED || (m->status == POOL_LOADING && m->est);
+    }
+    return v;
+}
+
 static int pool__n_resident(struct pool *p) {
     int n = 0;
     for (size_t i = 0; i < p->n; i++)
@@ -456,15 +473,11 @@ static int pool__n_resident(struct pool *p) {
     return n;
 }
 
-/* The least recently used loaded model with no pins, or NULL. */
-static struct pool_model *pool__victim(struct pool *p, struct pool_model *except) {
-    struct pool_model *best = NULL;
-    for (size_t i = 0; i < p->n; i++) {
-        struct pool_model *m = p->models[i];
-        if (m == except || m->status != POOL_LOADED || m->pins > 0) continue;
-        if (!best || m->last_used_ms < best->last_used_ms) best = m;
-    }
-    return best;
+/* Index of model m in the registry. Caller holds mu. */
+static size_t pool__index(struct pool *p, const struct pool_model *m) {
+    for (size_t i = 0; i < p->n; i++)
+        if (p->models[i] == m) return i;
+    return p->n;
 }
 
 static void pool__on_progress(float fraction, void *ctx) {
@@ -501,9 +514,16 @@ static void pool__load(struct pool *p, struct pool_model *m) {
             corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the server is shutting down");
             goto failed;
         }
-        bool fits = p->used + est.total_bytes <= p->budget && pool__n_resident(p) < p->max_models;
+        struct lru_entry *view = pool__lru_view(p);
+        if (!view) {
+            corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
+            goto failed;
+        }
+        bool fits = lru_fits(view, p->n, est.total_bytes, p->budget, p->max_models);
+        long vi = fits ? -1 : lru_victim(view, p->n, pool__index(p, m));
+        free(view);
         if (fits) break;
-        struct pool_model *v = pool__victim(p, m);
+        struct pool_model *v = vi >= 0 ? p->models[vi] : NULL;
         if (v) {
             char why[96];
             snprintf(why, sizeof why, "making room for %.60s", m->id);
