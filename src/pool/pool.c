@@ -44,6 +44,10 @@
 #define POOL_SCAN_INTERVAL_MS 1000
 #define POOL_SCAN_DEPTH 8
 #define POOL_MAX_MODELS_TOTAL 4096
+/* A load waiting this long for room stops new requests from reaching the
+ * least recently used busy model, so its requests drain and it can leave:
+ * a loaded model's waiting requests go first, but no model starves. */
+#define POOL_STARVE_MS 2000
 
 struct pool_model {
     char *id;
@@ -68,6 +72,7 @@ struct pool_model {
     int64_t load_requested_ms;
     bool unload_requested; /* admin unload waiting for the last request */
     bool retired;          /* replaced by a newer file; serves its last requests */
+    bool draining;         /* another model waits for its room: new requests wait for its reload */
     dev_t file_dev;        /* identity of the file that was loaded */
     ino_t file_ino;
     off_t file_size;
@@ -387,7 +392,7 @@ enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req
             m->last_used_ms = now;
         }
     }
-    if (m->status == POOL_LOADED) {
+    if (m->status == POOL_LOADED && !m->draining) {
         struct engine *e = m->engine;
         pthread_mutex_unlock(&p->mu);
         enum corral_status st = engine_submit(e, r, err);
@@ -431,7 +436,9 @@ void pool_release(struct pool *p, struct pool_model *m) {
     pthread_mutex_lock(&p->mu);
     if (m->pins > 0) m->pins--;
     m->last_used_ms = time_now_ms();
-    if (m->pins == 0) pthread_cond_broadcast(&p->cv); /* room may be free now; keep_alive may start */
+    /* room may be free now (a draining model counts only its requests in
+     * the engine), or keep_alive starts: let the loader look */
+    if (m->pins == 0 || m->draining) pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -444,8 +451,14 @@ static struct engine *pool__unload(struct pool *p, struct pool_model *m, const c
     m->engine = NULL;
     m->status = POOL_UNLOADED;
     m->unload_requested = false;
+    m->draining = false;
     p->used -= m->est <= p->used ? m->est : p->used;
     m->est = 0;
+    if (m->n_pending > 0 && !m->retired) {
+        /* requests arrived while it drained: load it again after the others */
+        m->status = POOL_LOADING;
+        m->load_requested_ms = time_now_ms();
+    }
     log_info("model %s: unloaded (%s)", m->id, why);
     return e;
 }
@@ -459,7 +472,9 @@ static struct lru_entry *pool__lru_view(struct pool *p) {
         struct pool_model *m = p->models[i];
         v[i].bytes = m->est;
         v[i].last_used_ms = m->last_used_ms;
-        v[i].pins = m->pins;
+        /* a draining model's pending requests wait for its reload: they do
+         * not keep it loaded */
+        v[i].pins = m->pins - (m->draining ? (int)m->n_pending : 0);
         v[i].resident = m->status == POOL_LOADED;
         v[i].counted = m->status == POOL_LOADED || (m->status == POOL_LOADING && m->est);
     }
@@ -471,6 +486,33 @@ static int pool__n_resident(struct pool *p) {
     for (size_t i = 0; i < p->n; i++)
         if (p->models[i]->status == POOL_LOADED || (p->models[i]->status == POOL_LOADING && p->models[i]->est)) n++;
     return n;
+}
+
+/* End every drain that did not end in an eviction: the model keeps serving
+ * and the requests that waited go to its engine. Called with mu held;
+ * returns with mu held (unlocks while submitting). */
+static void pool__undrain(struct pool *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        struct pool_model *d = p->models[i];
+        if (!d->draining) continue;
+        d->draining = false;
+        if (d->status != POOL_LOADED || d->n_pending == 0) continue;
+        struct engine_req **pend = d->pending;
+        size_t np = d->n_pending;
+        struct engine *e = d->engine;
+        d->pending = NULL;
+        d->n_pending = 0;
+        pthread_mutex_unlock(&p->mu);
+        for (size_t k = 0; k < np; k++) {
+            struct corral_err serr;
+            corral_err_clear(&serr);
+            if (engine_submit(e, pend[k], &serr) != CORRAL_OK) engine_req_fail(pend[k], &serr);
+            engine_req_release(pend[k]);
+        }
+        free(pend);
+        pthread_mutex_lock(&p->mu);
+        i = (size_t)-1; /* start over: the registry may have changed */
+    }
 }
 
 /* Index of model m in the registry. Caller holds mu. */
@@ -508,7 +550,8 @@ static void pool__load(struct pool *p, struct pool_model *m) {
         goto failed;
     }
     /* make room: evict LRU idle models, wait (bounded) for busy ones */
-    int64_t deadline = time_now_ms() + p->cfg->load_timeout_ms;
+    int64_t wait_start = time_now_ms();
+    int64_t deadline = wait_start + p->cfg->load_timeout_ms;
     for (;;) {
         if (p->stopping) {
             corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the server is shutting down");
@@ -534,6 +577,20 @@ static void pool__load(struct pool *p, struct pool_model *m) {
             pthread_mutex_lock(&p->mu);
             continue;
         }
+        if (time_now_ms() - wait_start >= POOL_STARVE_MS) {
+            struct pool_model *d = NULL;
+            for (size_t i = 0; i < p->n; i++) {
+                struct pool_model *c = p->models[i];
+                if (c == m || c->status != POOL_LOADED || c->draining) continue;
+                if (!d || c->last_used_ms < d->last_used_ms) d = c;
+            }
+            bool any_draining = false;
+            for (size_t i = 0; i < p->n; i++) any_draining |= p->models[i]->draining;
+            if (d && !any_draining) {
+                d->draining = true;
+                log_info("model %s: draining so that %s can load", d->id, m->id);
+            }
+        }
         if (time_now_ms() >= deadline) {
             struct buf busy;
             buf_init(&busy, 1024);
@@ -550,9 +607,11 @@ static void pool__load(struct pool *p, struct pool_model *m) {
             goto failed;
         }
         struct timespec ts;
-        time_deadline_ms(&ts, deadline - time_now_ms());
+        int64_t wake = time_now_ms() - wait_start < POOL_STARVE_MS ? wait_start + POOL_STARVE_MS : deadline;
+        time_deadline_ms(&ts, wake - time_now_ms() > 0 ? wake - time_now_ms() : 1);
         pthread_cond_timedwait(&p->cv, &p->mu, &ts);
     }
+    pool__undrain(p);
     m->est = m->est_last = est.total_bytes;
     p->used += m->est;
     pthread_mutex_unlock(&p->mu);
@@ -616,6 +675,7 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     return;
 
 failed:
+    pool__undrain(p);
     m->status = POOL_FAILED;
     m->est = 0;
     snprintf(m->error, sizeof m->error, "%s", err.message);

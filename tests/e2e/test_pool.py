@@ -216,3 +216,39 @@ def test_replaced_file_is_picked_up(make_server, three_models, tmp_path):
     assert result["r"].status == 200 and result["r"].finish_reason() == "length"
     ids = [m["id"] for m in srv.get("/v1/models").json()["data"]]
     assert sorted(ids) == ["live", "ref"]  # no duplicate entry for the old file
+
+
+def test_busy_model_does_not_starve_a_waiting_one(make_server, three_models):
+    """One model fits. A is busy with a steady stream of requests and B
+    waits for its room: A's requests keep going first for a while, then A
+    drains, B loads and answers, and A's later requests are served after."""
+    srv = make_server(_models_arg(three_models) + SMALL + ["--max-models", "1", "--queue-size", "16",
+                                                             "--preload", "a"])
+    srv.wait_loaded("a")
+    stop = time.monotonic() + 6.0
+    a_codes = []
+    done = {}
+
+    def a_traffic():
+        while time.monotonic() < stop:
+            r = srv.post("/v1/completions", completion_body(model="a", max_tokens=64, ignore_eos=True), timeout=60)
+            a_codes.append(r.status_code)
+
+    def b_request():
+        t0 = time.monotonic()
+        r = srv.post("/v1/completions", completion_body(model="b", max_tokens=2), timeout=60)
+        done["b"] = (r.status_code, time.monotonic() - t0)
+
+    ta = [threading.Thread(target=a_traffic) for _ in range(2)]  # always one A request in flight
+    for t in ta:
+        t.start()
+    time.sleep(0.3)
+    tb = threading.Thread(target=b_request)
+    tb.start()
+    tb.join(timeout=60)
+    for t in ta:
+        t.join(timeout=60)
+    assert done["b"][0] == 200
+    assert done["b"][1] < 5.0, "B waited %.1f s behind A's traffic" % done["b"][1]
+    assert a_codes and all(c == 200 for c in a_codes), a_codes
+    assert srv.health()["pool"]["evictions"] >= 2  # A left for B, and B for A again
