@@ -10,9 +10,11 @@
 #
 # Usage: bench/run.sh [options]
 #   --big            also run the 1.1B Q4_0 model (slow: a few more minutes)
-#   --extended       also run the shared-system-prompt and multi-turn scenarios
+#   --extended       also run the shared-system-prompt (s3), multi-turn (s4)
+#                    and three-models-two-fit model swap (s5) scenarios
 #   --quick          fewer requests per scenario (smoke test, noisy figures)
-#   --only S         run only scenario S (s1, s2, s3, s4); repeatable
+#   --only S         run only scenario S (s1 .. s5); repeatable; an extended
+#                    scenario named here runs without --extended
 #   --no-build       do not run cmake; use the binaries that are there
 #   --no-corral      skip corral          --no-llama   skip llama-server
 #   --no-ceiling     skip llama-bench / llama-batched-bench
@@ -32,6 +34,7 @@
 #   LOADGEN_BIN          corral-loadgen binary; LOADGEN_ARGS extra args for it
 #   MKMODEL_BIN          corral-mkmodel binary
 #   BENCH_MODEL          use this GGUF instead of generating the 134M model
+#                        (s5 always uses its own three generated 134M models)
 #   BENCH_ENDPOINT       completions (default) or chat, for scenarios 1 and 2
 #   HEALTH_TIMEOUT       seconds to wait for /health (default 180)
 #   CEILING_BUILD_TIMEOUT  seconds allowed to build llama-bench (default 300)
@@ -160,8 +163,26 @@ make_model() { # name args...: 0 if the GGUF exists afterwards
     mv "$path.tmp" "$path"
 }
 
-model_file() { # name -> path actually used
+# s5: three 134M-shape models with different seeds, served from one
+# directory (ids a, b, c = file stems) under a memory budget for two.
+S5_NAME=3x134m
+S5_DIR=$OUT/s5-models
+S5_SPEC="--dim 768 --layers 12 --ffn 2048 --heads 12 --type q8_0"
+
+model_file() { # name -> path actually used (a directory for s5)
+    if [ "$1" = "$S5_NAME" ]; then echo "$S5_DIR"; return; fi
     if [ "$1" = 134m ] && [ -n "${BENCH_MODEL:-}" ]; then echo "$BENCH_MODEL"; else model_path "$1"; fi
+}
+
+make_s5_models() { # 0 if $S5_DIR holds a.gguf, b.gguf, c.gguf afterwards
+    local n seed=101
+    mkdir -p "$S5_DIR" || return 1
+    for n in a b c; do
+        # shellcheck disable=SC2086
+        make_model "134m-$n" $S5_SPEC --seed "$seed" || return 1
+        ln -sfn "../bench-134m-$n.gguf" "$S5_DIR/$n.gguf" || return 1
+        seed=$((seed + 1))
+    done
 }
 
 MODELS=()
@@ -190,6 +211,10 @@ free_port() {
 SERVER_PID=""
 stop_server() {
     [ -z "$SERVER_PID" ] && return 0
+    # llama-server in router mode runs one child process per loaded model; it
+    # stops them itself on SIGTERM, but make sure none outlives the run.
+    local kids c
+    kids=$(pgrep -P "$SERVER_PID" 2>/dev/null | tr '\n' ' ')
     if kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null
         for _ in $(seq 1 100); do
@@ -202,6 +227,13 @@ stop_server() {
         fi
     fi
     wait "$SERVER_PID" 2>/dev/null
+    for c in $kids; do
+        kill -0 "$c" 2>/dev/null || continue
+        sleep 1
+        kill -0 "$c" 2>/dev/null || continue
+        log "child $c of server $SERVER_PID still running; killing"
+        kill -KILL "$c" 2>/dev/null
+    done
     SERVER_PID=""
 }
 trap 'stop_server' EXIT
@@ -218,10 +250,23 @@ wait_health() { # port -> 0 when /health answers 200
     return 1
 }
 
-start_server() { # kind model_path parallel ctx_per_slot port logfile
-    local kind=$1 model=$2 np=$3 ctx=$4 port=$5 logf=$6
+start_server() { # kind model_path parallel ctx_per_slot port logfile [budget]
+    # model_path a directory: multi-model mode (s5), at most 2 models loaded;
+    # corral also gets --memory-budget (7th argument, bytes)
+    local kind=$1 model=$2 np=$3 ctx=$4 port=$5 logf=$6 budget=${7:-}
     local -a cmd
-    if [ "$kind" = llama ]; then
+    if [ -d "$model" ] && [ "$kind" = llama ]; then
+        cmd=("$LLAMA_SERVER_BIN" --models-dir "$model" --models-max 2 --host 127.0.0.1 --port "$port"
+             -np "$np" -c $((ctx * np)) -t "$THREADS" --no-webui)
+        # shellcheck disable=SC2206
+        [ -n "${LLAMA_SERVER_ARGS:-}" ] && cmd+=($LLAMA_SERVER_ARGS)
+    elif [ -d "$model" ]; then
+        cmd=("$CORRAL_BIN" serve --models-dir "$model" --max-models 2 --port "$port"
+             --parallel "$np" --ctx "$ctx" --threads "$THREADS")
+        [ -n "$budget" ] && cmd+=(--memory-budget "$budget")
+        # shellcheck disable=SC2206
+        [ -n "${CORRAL_ARGS:-}" ] && cmd+=($CORRAL_ARGS)
+    elif [ "$kind" = llama ]; then
         cmd=("$LLAMA_SERVER_BIN" -m "$model" --alias bench --host 127.0.0.1 --port "$port"
              -np "$np" -c $((ctx * np)) -t "$THREADS" --no-webui)
         # shellcheck disable=SC2206
@@ -244,21 +289,32 @@ SCEN=(
   "s1|1 stream, 128-token prompt, 256 out|1|1024|--$ENDPOINT --concurrency 1 --prompt-tokens 128 --max-tokens 256"
   "s2|8 streams, 128-token prompts, 128 out|8|1024|--$ENDPOINT --concurrency 8 --prompt-tokens 128 --max-tokens 128"
 )
-if [ $EXTENDED -eq 1 ]; then
-    SCEN+=(
-      "s3|8 streams, shared 512-token system prompt + 32-token question, 64 out|8|1024|--chat --concurrency 8 --system-prompt-tokens 512 --prompt-tokens 32 --max-tokens 64"
-      "s4|4 streams, 3-turn chats, 64 out per turn|4|2048|--chat --concurrency 4 --turns 3 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
-    )
-fi
+# extended scenarios: with --extended, or when --only names them.
+# s5 runs once, on its own three models (not once per entry of MODELS): every
+# request asks for another model than the last, with room for two of three,
+# so nearly every request waits for a model load.
+EXT_SCEN=(
+  "s3|8 streams, shared 512-token system prompt + 32-token question, 64 out|8|1024|--chat --concurrency 8 --system-prompt-tokens 512 --prompt-tokens 32 --max-tokens 64"
+  "s4|4 streams, 3-turn chats, 64 out per turn|4|2048|--chat --concurrency 4 --turns 3 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
+  "s5|three models, memory budget for two, round robin (1 stream, 32-token prompts, 16 out)|1|512|--completions --concurrency 1 --models a,b,c --prompt-tokens 32 --max-tokens 16"
+)
+named() { # scenario -> 0 if --only names it
+    local o; for o in "${ONLY[@]+"${ONLY[@]}"}"; do [ "$o" = "$1" ] && return 0; done
+    return 1
+}
+for spec in "${EXT_SCEN[@]}"; do
+    if [ $EXTENDED -eq 1 ] || named "${spec%%|*}"; then SCEN+=("$spec"); fi
+done
 
 # requests and warmup per scenario and model size: sized so that the default
 # run (134M, s1+s2, both servers) stays well under 10 minutes on 2 cores
 counts() { # scenario model -> "requests warmup"
     local s=$1 m=$2
     if [ $QUICK -eq 1 ]; then
-        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "12 0" ;; esac
+        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "12 0" ;; s5) echo "6 0" ;; esac
         return
     fi
+    [ "$s" = s5 ] && { echo "12 0"; return; }
     if [ "$m" = 1.1b ]; then
         case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "12 0" ;; esac
     else
@@ -268,8 +324,71 @@ counts() { # scenario model -> "requests warmup"
 
 want_scenario() {
     [ ${#ONLY[@]} -eq 0 ] && return 0
-    local o; for o in "${ONLY[@]}"; do [ "$o" = "$1" ] && return 0; done
-    return 1
+    named "$1"
+}
+
+S5_BUDGET="" S5_ESTIMATE=""
+s5_budget() { # parallel ctx -> sets S5_BUDGET (bytes) = 2.5 x corral's estimate for one model
+    [ -n "$S5_BUDGET" ] && return 0
+    local np=$1 ctx=$2 port logf=$RUN_DIR/$S5_NAME-s5-corral-estimate.log deadline est
+    port=$(free_port)
+    log "s5: asking corral for one model's memory estimate (port $port)"
+    local -a cmd=("$CORRAL_BIN" serve --models-dir "$S5_DIR" --preload a --port "$port"
+                  --parallel "$np" --ctx "$ctx" --threads "$THREADS")
+    # shellcheck disable=SC2206
+    [ -n "${CORRAL_ARGS:-}" ] && cmd+=($CORRAL_ARGS)
+    echo "# ${cmd[*]}" >"$logf"
+    "${cmd[@]}" >>"$logf" 2>&1 &
+    SERVER_PID=$!
+    est=0
+    if wait_health "$port"; then
+        deadline=$((SECONDS + HEALTH_TIMEOUT))
+        while [ $SECONDS -lt $deadline ] && kill -0 "$SERVER_PID" 2>/dev/null; do
+            est=$(curl -s -m 5 "http://127.0.0.1:$port/admin/models" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)
+    print(next((m.get("memory_estimated") or 0 for m in d.get("data", [])
+                if m.get("id") == "a" and m.get("status") == "loaded"), 0))
+except Exception:
+    print(0)' 2>/dev/null)
+            [ "${est:-0}" -gt 0 ] 2>/dev/null && break
+            est=0
+            sleep 0.25
+        done
+    fi
+    stop_server
+    if [ "${est:-0}" -le 0 ] 2>/dev/null; then
+        log "s5: no memory_estimated for model a from corral (see $logf)"
+        return 1
+    fi
+    S5_ESTIMATE=$est
+    S5_BUDGET=$((est * 5 / 2))
+    log "s5: one model estimated at $est bytes; corral --memory-budget $S5_BUDGET"
+}
+
+s5_swaps() { # kind port base: model loads/evictions -> $base.swaps.json
+    local kind=$1 port=$2 base=$3
+    if [ "$kind" = corral ]; then
+        curl -s -m 10 "http://127.0.0.1:$port/admin/pool" >"$base.pool.json" 2>/dev/null
+        python3 - "$base.pool.json" "$S5_ESTIMATE" >"$base.swaps.json" 2>/dev/null <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(json.dumps({"loads": d.get("loads"), "evictions": d.get("evictions"),
+                  "load_failures": d.get("load_failures"), "memory_budget": d.get("memory_budget"),
+                  "max_models": d.get("max_models"), "estimate": int(sys.argv[2] or 0),
+                  "source": "GET /admin/pool"}))
+PY
+    else
+        # the router's own log (child lines are prefixed with [port])
+        local logf=$base.server.log
+        printf '{"loads": %d, "evictions": %d, "exits": %d, "source": "router log"}\n' \
+            "$(grep -c 'load: spawning server instance with name=' "$logf")" \
+            "$(grep -c 'evicting idle LRU' "$logf")" \
+            "$(grep -cE 'run: +instance name=.* exited' "$logf")" >"$base.swaps.json"
+        grep -E 'spawning server instance with name=|evicting|instance name=.* exited' "$logf" \
+            >"$base.swaps.log" 2>/dev/null
+    fi
 }
 
 wait_quiet() {
@@ -292,11 +411,20 @@ run_one() { # kind scenario-spec model-name rep -> $RUN_DIR/<model>-<s>-<kind>.r
     IFS='|' read -r sid _ np ctx largs <<<"$spec"
     local model; model=$(model_file "$mname")
     local base="$RUN_DIR/$mname-$sid-$kind.r$rep"
+    local budget=""
+    if [ "$sid" = s5 ] && [ "$kind" = corral ]; then
+        if ! s5_budget "$np" "$ctx"; then
+            printf '{"error": "no memory estimate from corral (see %s)"}\n' \
+                "$(basename "$RUN_DIR/$S5_NAME-s5-corral-estimate.log")" >"$base.json"
+            return 1
+        fi
+        budget=$S5_BUDGET
+    fi
     wait_quiet
     local port; port=$(free_port)
     read -r nreq nwarm <<<"$(counts "$sid" "$mname")"
     log "$mname $sid $kind (run $rep/$REPEAT): starting on port $port"
-    start_server "$kind" "$model" "$np" "$ctx" "$port" "$base.server.log"
+    start_server "$kind" "$model" "$np" "$ctx" "$port" "$base.server.log" "$budget"
     if ! wait_health "$port"; then
         log "$mname $sid $kind: server not healthy within ${HEALTH_TIMEOUT}s (see $base.server.log)"
         printf '{"error": "server did not become healthy", "log_tail": %s}\n' \
@@ -314,23 +442,42 @@ run_one() { # kind scenario-spec model-name rep -> $RUN_DIR/<model>-<s>-<kind>.r
     cut -d' ' -f1 /proc/loadavg >>"$base.load" 2>/dev/null
     [ $rc -ne 0 ] && log "$mname $sid $kind: loadgen exit $rc (3 = some requests failed)"
     [ -s "$base.json" ] || printf '{"error": "loadgen exit %d"}\n' "$rc" >"$base.json"
+    [ "$sid" = s5 ] && [ "$kind" = corral ] && s5_swaps corral "$port" "$base"
     stop_server
+    [ "$sid" = s5 ] && [ "$kind" = llama ] && s5_swaps llama "$port" "$base"
+    return 0
 }
 
+run_scenario() { # spec model-name: every repeat, both servers
+    local spec=$1 mname=$2 rep order kind
+    for rep in $(seq 1 "$REPEAT"); do
+        # alternate the order so that neither server always runs first
+        if [ $((rep % 2)) -eq 1 ]; then order="llama corral"; else order="corral llama"; fi
+        for kind in $order; do
+            [ "$kind" = llama ] && [ $DO_LLAMA -eq 0 ] && continue
+            [ "$kind" = corral ] && [ $DO_CORRAL -eq 0 ] && continue
+            run_one "$kind" "$spec" "$mname" "$rep"
+        done
+    done
+}
+
+REPORT_MODELS=("${MODELS[@]}")
 for mname in "${MODELS[@]}"; do
     for spec in "${SCEN[@]}"; do
         sid=${spec%%|*}
+        [ "$sid" = s5 ] && continue
         want_scenario "$sid" || continue
-        for rep in $(seq 1 "$REPEAT"); do
-            # alternate the order so that neither server always runs first
-            if [ $((rep % 2)) -eq 1 ]; then order="llama corral"; else order="corral llama"; fi
-            for kind in $order; do
-                [ "$kind" = llama ] && [ $DO_LLAMA -eq 0 ] && continue
-                [ "$kind" = corral ] && [ $DO_CORRAL -eq 0 ] && continue
-                run_one "$kind" "$spec" "$mname" "$rep"
-            done
-        done
+        run_scenario "$spec" "$mname"
     done
+done
+for spec in "${SCEN[@]}"; do
+    if [ "${spec%%|*}" != s5 ] || ! want_scenario s5; then continue; fi
+    if make_s5_models; then
+        REPORT_MODELS+=("$S5_NAME")
+        run_scenario "$spec" "$S5_NAME"
+    else
+        NOTES+=("s5: could not make its three models; skipped")
+    fi
 done
 
 # ------------------------------------------------------------------ ceiling
@@ -373,7 +520,7 @@ printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}" >"$NOTES_FILE"
     for spec in "${SCEN[@]}"; do echo "$spec"; done
 } >"$RUN_DIR/scenarios.txt"
 
-if ! python3 - "$RUN_DIR" "$THREADS" "$(printf '%s,' "${MODELS[@]}")" <<'PY' >"$RUN_DIR/report.md"
+if ! python3 - "$RUN_DIR" "$THREADS" "$(printf '%s,' "${REPORT_MODELS[@]}")" <<'PY' >"$RUN_DIR/report.md"
 import json, os, sys, platform, subprocess, datetime
 run_dir, threads, models = sys.argv[1], sys.argv[2], [m for m in sys.argv[3].split(",") if m]
 scen = [l.rstrip("\n").split("|") for l in open(os.path.join(run_dir, "scenarios.txt")) if l.strip()]
@@ -387,6 +534,12 @@ def load_one(p):
     try:
         d["_load"] = " → ".join(l.strip() for l in open(p[:-5] + ".load") if l.strip())
     except OSError:
+        pass
+    try:  # s5: model loads / evictions after the run
+        sw = json.load(open(p[:-5] + ".swaps.json"))
+        d["_swaps"] = sw
+        d["_swaps_text"] = f"{sw.get('loads', '?')} / {sw.get('evictions', '?')}"
+    except (OSError, ValueError):
         pass
     return d
 
@@ -431,6 +584,11 @@ rows = [
     ("load avg before → after", ("_load",), None, "{}"),
     ("tok/s of each run (best shown)", ("_runs",), None, "{}"),
 ]
+# s5 (model swaps): wall time is the figure; its ratio is shown (below 1 =
+# corral faster), plus the servers' own count of model loads and evictions
+rows_s5 = [("wall s", ("wall_s",), False, "{:.2f}") if r[0] == "wall s" else r for r in rows]
+rows_s5.insert(rows_s5.index(next(r for r in rows_s5 if r[0] == "wall s")) + 1,
+               ("model loads / evictions", ("_swaps_text",), None, "{}"))
 
 def cell(d, r):
     if d is None:
@@ -497,12 +655,33 @@ for m in models:
             out.append(f"endpoint {cfg.get('endpoint', '?')}, {cfg.get('requests', '?')} requests measured "
                        f"after {cfg.get('warmup', '?')} warmup, concurrency {cfg.get('concurrency', '?')}")
             out.append("")
+        srows = rows_s5 if sid == "s5" else rows
+        if sid == "s5":
+            sw = get(a, "_swaps") or {}
+            budget = sw.get("memory_budget")
+            est = sw.get("estimate")
+            out.append("three 134M Q8_0 models (ids a, b, c) from one directory, requested round robin; "
+                       "llama-server in router mode `--models-dir DIR --models-max 2`; corral "
+                       "`--models-dir DIR --max-models 2 --memory-budget "
+                       + (f"{budget}` ({budget / 2**20:.0f} MiB = 2.5 × corral's estimate for one model, "
+                          f"{est / 2**20:.0f} MiB)" if budget and est else "B` (2.5 × one model's estimate)")
+                       + ". Loads / evictions: corral's `GET /admin/pool`; llama-server's router log "
+                       "(`spawning server instance`, `evicting idle LRU`).")
+            out.append("")
         out.append("| metric | llama-server | corral | corral / llama-server |")
         out.append("|---|---:|---:|---:|")
-        for r in rows:
+        for r in srows:
             if r[1] == ("_runs",) and not (get(a, "_runs") or get(b, "_runs")):
                 continue
             out.append(f"| {r[0]} | {cell(b, r)} | {cell(a, r)} | {ratio(a, b, r)} |")
+        if sid == "s5":
+            wr = ratio(a, b, next(r for r in srows if r[0] == "wall s"))
+            if wr:
+                ok = get(a, "requests", "ok") and not get(a, "requests", "failed") \
+                    and not get(b, "requests", "failed")
+                out.append("")
+                out.append(f"- goal: corral wall ≤ 0.5 × llama-server wall: "
+                           f"{'met' if float(wr) <= 0.5 and ok else 'not met'} ({wr})")
         for who, d in (("llama-server", b), ("corral", a)):
             if d and "error" in d and d.get("log_tail"):
                 out.append("")
