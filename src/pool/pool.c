@@ -227,6 +227,18 @@ static void pool__scan(struct pool *p) {
     pool__scan_dir(p, p->cfg->models_dir, 0);
 }
 
+/* Hand requests that waited for a load to the engine (a refusal fails the
+ * request); drops the pool's references and frees the array. */
+static void pool__submit_all(struct engine *e, struct engine_req **reqs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        struct corral_err serr;
+        corral_err_clear(&serr);
+        if (engine_submit(e, reqs[i], &serr) != CORRAL_OK) engine_req_fail(reqs[i], &serr);
+        engine_req_release(reqs[i]);
+    }
+    free(reqs);
+}
+
 static void pool__fail_all(struct engine_req **reqs, size_t n, const struct corral_err *err) {
     for (size_t i = 0; i < n; i++) {
         engine_req_fail(reqs[i], err);
@@ -503,13 +515,7 @@ static void pool__undrain(struct pool *p) {
         d->pending = NULL;
         d->n_pending = 0;
         pthread_mutex_unlock(&p->mu);
-        for (size_t k = 0; k < np; k++) {
-            struct corral_err serr;
-            corral_err_clear(&serr);
-            if (engine_submit(e, pend[k], &serr) != CORRAL_OK) engine_req_fail(pend[k], &serr);
-            engine_req_release(pend[k]);
-        }
-        free(pend);
+        pool__submit_all(e, pend, np);
         pthread_mutex_lock(&p->mu);
         i = (size_t)-1; /* start over: the registry may have changed */
     }
@@ -664,13 +670,7 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     m->pending = NULL;
     m->n_pending = 0;
     pthread_mutex_unlock(&p->mu);
-    for (size_t i = 0; i < np; i++) {
-        struct corral_err serr;
-        corral_err_clear(&serr);
-        if (engine_submit(e, pend[i], &serr) != CORRAL_OK) engine_req_fail(pend[i], &serr);
-        engine_req_release(pend[i]);
-    }
-    free(pend);
+    pool__submit_all(e, pend, np);
     pthread_mutex_lock(&p->mu);
     return;
 
