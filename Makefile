@@ -25,7 +25,7 @@ $(DEMO_MODEL): | build
 
 # Build and serve the generated demo model on http://127.0.0.1:$(PORT)
 run: build $(DEMO_MODEL)
-	$(BUILD)/corral serve --model demo=$(DEMO_MODEL) --port $(PORT) $(ARGS)
+	$(BUILD)/corral serve --model demo=$(DEMO_MODEL) --preload demo --port $(PORT) $(ARGS)
 
 # Build and run every test: unit (cmocka), end to end (pytest), OpenAI SDK.
 test: build
