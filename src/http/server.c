@@ -195,15 +195,19 @@ static bool http__consttime_eq(const char *a, const char *b) {
     return diff == 0;
 }
 
+/* The token of an "Authorization: Bearer <token>" header, or NULL. */
+static const char *http__bearer(struct MHD_Connection *c) {
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
+    h += 7;
+    while (*h == ' ') h++;
+    return h;
+}
+
 static bool http__authorized(struct http_server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-        h += 7;
-        while (*h == ' ') h++;
-        return http__consttime_eq(h, s->api_key);
-    }
-    h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
+    const char *h = http__bearer(c);
+    if (!h) h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
     return h && http__consttime_eq(h, s->api_key);
 }
 
@@ -228,12 +232,8 @@ static bool http__is_loopback(struct MHD_Connection *c) {
  * Returns CORRAL_OK or the status to answer with. */
 static enum corral_status http__admin_allowed(struct http_server *s, struct MHD_Connection *c) {
     if (s->admin_api_key) {
-        const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        if (h && strncasecmp(h, "Bearer ", 7) == 0) {
-            h += 7;
-            while (*h == ' ') h++;
-            if (http__consttime_eq(h, s->admin_api_key)) return CORRAL_OK;
-        }
+        const char *h = http__bearer(c);
+        if (h && http__consttime_eq(h, s->admin_api_key)) return CORRAL_OK;
         return CORRAL_UNAUTHORIZED;
     }
     return http__is_loopback(c) ? CORRAL_OK : CORRAL_FORBIDDEN;
