@@ -262,7 +262,7 @@ start_server() { # kind model_path parallel ctx_per_slot port logfile [budget]
         [ -n "${LLAMA_SERVER_ARGS:-}" ] && cmd+=($LLAMA_SERVER_ARGS)
     elif [ -d "$model" ]; then
         cmd=("$CORRAL_BIN" serve --models-dir "$model" --max-models 2 --port "$port"
-             --parallel "$np" --ctx "$ctx" --threads "$THREADS")
+             --parallel "$np" --max-concurrent "$np" --ctx "$ctx" --threads "$THREADS")
         [ -n "$budget" ] && cmd+=(--memory-budget "$budget")
         # shellcheck disable=SC2206
         [ -n "${CORRAL_ARGS:-}" ] && cmd+=($CORRAL_ARGS)
@@ -273,7 +273,7 @@ start_server() { # kind model_path parallel ctx_per_slot port logfile [budget]
         [ -n "${LLAMA_SERVER_ARGS:-}" ] && cmd+=($LLAMA_SERVER_ARGS)
     else
         cmd=("$CORRAL_BIN" serve --model "bench=$model" --port "$port"
-             --parallel "$np" --ctx "$ctx" --threads "$THREADS")
+             --parallel "$np" --max-concurrent "$np" --ctx "$ctx" --threads "$THREADS")
         # shellcheck disable=SC2206
         [ -n "${CORRAL_ARGS:-}" ] && cmd+=($CORRAL_ARGS)
     fi
@@ -334,7 +334,7 @@ s5_budget() { # parallel ctx -> sets S5_BUDGET (bytes) = 2.5 x corral's estimate
     port=$(free_port)
     log "s5: asking corral for one model's memory estimate (port $port)"
     local -a cmd=("$CORRAL_BIN" serve --models-dir "$S5_DIR" --preload a --port "$port"
-                  --parallel "$np" --ctx "$ctx" --threads "$THREADS")
+                  --parallel "$np" --max-concurrent "$np" --ctx "$ctx" --threads "$THREADS")
     # shellcheck disable=SC2206
     [ -n "${CORRAL_ARGS:-}" ] && cmd+=($CORRAL_ARGS)
     echo "# ${cmd[*]}" >"$logf"

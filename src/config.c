@@ -95,6 +95,13 @@ static const struct opt server_opts[] = {
          INT64_MAX),
     SOPT("load_timeout", "CORRAL_LOAD_TIMEOUT", "--load-timeout", OPT_DURATION,
          load_timeout_ms, 1, INT64_MAX),
+    /* CORRAL_MAX_CONCURRENT is read by the capacity module, which warns
+     * about an invalid value and ignores it (see max_concurrent_env) */
+    SOPT("max_concurrent", NULL, "--max-concurrent", OPT_INT, max_concurrent, 0, 1024),
+    SOPT("queue_timeout", "CORRAL_QUEUE_TIMEOUT", "--queue-timeout", OPT_DURATION,
+         queue_timeout_ms, -1, INT64_MAX),
+    SOPT("pressure_file", "CORRAL_PRESSURE_FILE", "--pressure-file", OPT_STR, pressure_file, 0, 0),
+    SOPT("meminfo_file", "CORRAL_MEMINFO_FILE", "--meminfo-file", OPT_STR, meminfo_file, 0, 0),
 };
 
 static const struct opt model_opts[] = {
@@ -668,6 +675,8 @@ fail:
 
 static const char *env_get(char **envp, const char *name)
 {
+    if (!name)
+        return NULL;
     size_t n = strlen(name);
     for (char **p = envp; p && *p; p++)
         if (strncmp(*p, name, n) == 0 && (*p)[n] == '=')
@@ -708,6 +717,11 @@ static int env_apply(struct load *ld, char **envp)
         const char *v = env_get(envp, server_opts[i].env);
         if (v && opt_apply(ld, &server_opts[i], ld->cfg, v, server_opts[i].env) < 0)
             return -1;
+    }
+    const char *mc = env_get(envp, "CORRAL_MAX_CONCURRENT");
+    if (mc) {
+        free(ld->cfg->max_concurrent_env);
+        ld->cfg->max_concurrent_env = xstrdup(mc);
     }
     const char *models = env_get(envp, "CORRAL_MODELS");
     if (models && env_list_apply(ld, models, "CORRAL_MODELS", model_spec_apply) < 0)
@@ -836,6 +850,11 @@ void config_defaults(struct config *cfg)
     cfg->max_models = 8;
     cfg->keep_alive_ms = 5 * 60 * 1000;
     cfg->load_timeout_ms = 120 * 1000;
+    cfg->max_concurrent = 0; /* auto */
+    cfg->max_concurrent_env = NULL;
+    cfg->queue_timeout_ms = 60 * 1000;
+    cfg->pressure_file = xstrdup("/proc/pressure/memory");
+    cfg->meminfo_file = xstrdup("/proc/meminfo");
     cfg->preload = NULL;
     cfg->n_preload = 0;
     cfg->n_models = 0;
@@ -988,7 +1007,11 @@ void config_free(struct config *cfg)
     free(cfg->log_level);
     free(cfg->config_path);
     free(cfg->models_dir);
+    free(cfg->max_concurrent_env);
+    free(cfg->pressure_file);
+    free(cfg->meminfo_file);
     cfg->host = cfg->api_key = cfg->log_level = cfg->config_path = cfg->models_dir = NULL;
+    cfg->max_concurrent_env = cfg->pressure_file = cfg->meminfo_file = NULL;
     for (int i = 0; i < cfg->n_preload; i++)
         free(cfg->preload[i]);
     free(cfg->preload);

@@ -9,7 +9,8 @@
  *   [server]          host, port, threads, parallel, ctx, api_key, admin_api_key, queue_size,
  *                     body_limit, http_threads, log_level, n_gpu_layers, batch,
  *                     models_dir, memory_budget, max_models, keep_alive,
- *                     load_timeout
+ *                     load_timeout, max_concurrent, queue_timeout,
+ *                     pressure_file, meminfo_file
  *   [model.ID]        path (required), parallel, ctx, threads, n_gpu_layers,
  *                     chat_template, batch, preload, keep_alive
  * Environment: CORRAL_CONFIG, CORRAL_HOST, CORRAL_PORT, CORRAL_THREADS,
@@ -17,7 +18,9 @@
  *   CORRAL_BODY_LIMIT, CORRAL_HTTP_THREADS, CORRAL_LOG_LEVEL,
  *   CORRAL_N_GPU_LAYERS, CORRAL_BATCH, CORRAL_MODELS_DIR,
  *   CORRAL_MEMORY_BUDGET, CORRAL_MAX_MODELS, CORRAL_KEEP_ALIVE,
- *   CORRAL_LOAD_TIMEOUT, CORRAL_MODELS (ID=PATH[,ID=PATH...]) and
+ *   CORRAL_LOAD_TIMEOUT, CORRAL_QUEUE_TIMEOUT, CORRAL_PRESSURE_FILE,
+ *   CORRAL_MEMINFO_FILE, CORRAL_MAX_CONCURRENT (kept as text in
+ *   max_concurrent_env, never an error here), CORRAL_MODELS (ID=PATH[,ID=PATH...]) and
  *   CORRAL_PRELOAD (ID[,ID...]); in both lists blanks around items and empty
  *   items are ignored. An empty CORRAL_CONFIG means no file; an empty api_key
  *   means no auth; an empty models_dir means none.
@@ -25,7 +28,8 @@
  *   --preload ID (repeatable), --host, --port, --threads, --parallel, --ctx,
  *   --api-key, --queue-size, --body-limit, --http-threads, --log-level,
  *   --n-gpu-layers, --batch, --models-dir, --memory-budget, --max-models,
- *   --keep-alive, --load-timeout. "--flag value" and "--flag=value" both work.
+ *   --keep-alive, --load-timeout, --max-concurrent, --queue-timeout,
+ *   --pressure-file, --meminfo-file. "--flag value" and "--flag=value" both work.
  *
  * Value forms: sizes as in config_parse_size ("8388608", "64k", "8M", "1G";
  * memory_budget also takes "1T", and "0" or "auto" for automatic); durations
@@ -85,6 +89,16 @@ struct config {
     int64_t keep_alive_ms;   /* idle time before a model is unloaded, ms;
                               * default 5 min; -1 = forever, 0 = at once */
     int64_t load_timeout_ms; /* model load timeout, ms; default 120 s; > 0 */
+    int max_concurrent;  /* generations the host runs at once; 0 = auto
+                          * (default); 1..1024. See capacity.h. */
+    char *max_concurrent_env; /* CORRAL_MAX_CONCURRENT as given (unchecked:
+                               * the capacity module validates it, warns
+                               * and ignores a bad value); NULL = unset */
+    int64_t queue_timeout_ms; /* longest a request waits in its model's
+                               * queue, ms; default 60 s; -1 = no limit,
+                               * 0 = never wait */
+    char *pressure_file; /* PSI memory file; default /proc/pressure/memory */
+    char *meminfo_file;  /* default /proc/meminfo */
     char **preload;      /* ids from CORRAL_PRELOAD then --preload (both
                           * count), deduplicated, in order; valid ids but not
                           * checked against models (models_dir models are

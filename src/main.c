@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capacity/capacity.h"
 #include "cli.h"
 #include "config.h"
 #include "http/server.h"
@@ -32,6 +33,12 @@ static void usage(FILE *f) {
             "  --batch N             tokens per decode step (default 512)\n"
             "  --n-gpu-layers N      layers to offload to a GPU (default 0)\n"
             "  --queue-size N        requests allowed to wait per model (default 64)\n"
+            "  --max-concurrent N    generations the host runs at once, all models together\n"
+            "                        (default: one per 8 GiB of RAM, 1..8; CORRAL_MAX_CONCURRENT wins)\n"
+            "  --queue-timeout DUR   longest a request waits in its model's queue (default 60s;\n"
+            "                        -1 = no limit); a request may send X-Corral-Max-Wait: MS\n"
+            "  --pressure-file FILE  PSI memory file (default /proc/pressure/memory)\n"
+            "  --meminfo-file FILE   meminfo file (default /proc/meminfo)\n"
             "  --models-dir DIR      serve every *.gguf below DIR (id = file name stem)\n"
             "  --memory-budget SIZE  memory for loaded models, e.g. 8G (default: 3/4 of RAM)\n"
             "  --max-models N        models loaded at once (default 8)\n"
@@ -72,6 +79,7 @@ static int cmd_serve(int argc, char **argv) {
     int rc = 1;
     struct pool *pool = NULL;
     struct http_server *srv = NULL;
+    struct capacity *gate = NULL;
     if (load_config(&cfg, argc, argv) != 0) {
         config_free(&cfg);
         return 2;
@@ -93,7 +101,19 @@ static int cmd_serve(int argc, char **argv) {
 
     struct corral_err err;
     corral_err_clear(&err);
-    pool = pool_new(&cfg, &err);
+    struct capacity_params cp = {
+        .cfg_max = cfg.max_concurrent,
+        .env_value = cfg.max_concurrent_env,
+        .psi_path = cfg.pressure_file,
+        .meminfo_path = cfg.meminfo_file,
+        .interval_ms = 1000,
+    };
+    gate = capacity_new(&cp);
+    if (!gate) {
+        fprintf(stderr, "corral: cannot start the capacity monitor\n");
+        goto out;
+    }
+    pool = pool_new(&cfg, gate, &err);
     if (!pool) {
         fprintf(stderr, "corral: %s\n", err.message);
         goto out;
@@ -106,6 +126,8 @@ static int cmd_serve(int argc, char **argv) {
         .api_key = cfg.api_key,
         .admin_api_key = cfg.admin_api_key,
         .pool = pool,
+        .gate = gate,
+        .queue_timeout_ms = cfg.queue_timeout_ms,
     };
     srv = http_server_start(&hp, &err);
     if (!srv) {
@@ -128,6 +150,7 @@ out:
     if (pool) pool_stop(pool);
     http_server_stop(srv);
     pool_free(pool);
+    capacity_free(gate);
     config_free(&cfg);
     return rc;
 }

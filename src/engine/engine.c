@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capacity/capacity.h"
 #include "util/buf.h"
 #include "util/time.h"
 
@@ -23,6 +24,9 @@ struct engine_req {
     _Atomic bool cancelled;
     _Atomic int fd;
     int64_t created_us;
+    int64_t queued_us;
+    int64_t max_wait_ms;
+    struct capacity *permit; /* gate of the permit this request holds, or NULL */
 
     struct api_request in;
 
@@ -33,7 +37,7 @@ struct engine_req {
     struct api_usage usage;
     struct buf out;
     bool parked;
-    bool park_until_done;
+    enum engine_park park_mode;
     engine_notify_fn notify;
     void *notify_ctx;
 
@@ -55,7 +59,8 @@ struct engine_req *engine_req_new(struct api_request *in, size_t out_cap) {
     atomic_init(&r->refs, 1);
     atomic_init(&r->cancelled, false);
     atomic_init(&r->fd, -1);
-    r->created_us = time_now_us();
+    r->created_us = r->queued_us = time_now_us();
+    r->max_wait_ms = -1;
     r->in = *in;
     memset(in, 0, sizeof *in);
     buf_init(&r->out, out_cap);
@@ -67,6 +72,7 @@ void engine_req_retain(struct engine_req *r) { atomic_fetch_add(&r->refs, 1); }
 
 void engine_req_release(struct engine_req *r) {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+    if (r->permit) capacity_release(r->permit);
     api_request_free(&r->in);
     buf_free(&r->out);
     free(r->tokens);
@@ -91,13 +97,18 @@ void engine_req_set_notify(struct engine_req *r, engine_notify_fn fn, void *ctx)
 void engine_req_set_fd(struct engine_req *r, int fd) { atomic_store(&r->fd, fd); }
 int engine_req_fd(const struct engine_req *r) { return atomic_load(&r->fd); }
 int64_t engine_req_created_us(const struct engine_req *r) { return r->created_us; }
+void engine_req_set_queued_us(struct engine_req *r, int64_t us) { r->queued_us = us; }
+int64_t engine_req_queued_us(const struct engine_req *r) { return r->queued_us; }
+void engine_req_set_max_wait(struct engine_req *r, int64_t ms) { r->max_wait_ms = ms; }
+int64_t engine_req_max_wait_ms(const struct engine_req *r) { return r->max_wait_ms; }
+void engine_req_set_permit(struct engine_req *r, struct capacity *gate) { r->permit = gate; }
 
 void engine_req_cancel(struct engine_req *r) { atomic_store(&r->cancelled, true); }
 bool engine_req_cancelled(struct engine_req *r) { return atomic_load(&r->cancelled); }
 
-/* Wake the transport if it is parked. Caller holds r->mu. */
-static void engine_req__wake(struct engine_req *r, bool done) {
-    if (r->parked && (done || !r->park_until_done)) {
+/* Wake the transport if it is parked for `what`. Caller holds r->mu. */
+static void engine_req__wake(struct engine_req *r, enum engine_park what) {
+    if (r->parked && (what == ENGINE_PARK_DONE || r->park_mode == what)) {
         r->parked = false;
         if (r->notify) r->notify(r->notify_ctx);
     }
@@ -141,12 +152,14 @@ void engine_req_error(struct engine_req *r, struct corral_err *err) {
     pthread_mutex_unlock(&r->mu);
 }
 
-bool engine_req_park(struct engine_req *r, bool until_done, void (*suspend)(void *ctx), void *ctx) {
+bool engine_req_park(struct engine_req *r, enum engine_park mode, void (*suspend)(void *ctx), void *ctx) {
     pthread_mutex_lock(&r->mu);
-    bool park = r->state != ENGINE_REQ_DONE && (until_done || r->out.len == 0);
+    bool park = r->state != ENGINE_REQ_DONE;
+    if (mode == ENGINE_PARK_OUTPUT) park = park && r->out.len == 0;
+    if (mode == ENGINE_PARK_START) park = park && r->state == ENGINE_REQ_QUEUED;
     if (park) {
         r->parked = true;
-        r->park_until_done = until_done;
+        r->park_mode = mode;
         suspend(ctx);
     }
     pthread_mutex_unlock(&r->mu);
@@ -155,7 +168,10 @@ bool engine_req_park(struct engine_req *r, bool until_done, void (*suspend)(void
 
 void engine_req_set_running(struct engine_req *r) {
     pthread_mutex_lock(&r->mu);
-    if (r->state == ENGINE_REQ_QUEUED) r->state = ENGINE_REQ_RUNNING;
+    if (r->state == ENGINE_REQ_QUEUED) {
+        r->state = ENGINE_REQ_RUNNING;
+        engine_req__wake(r, ENGINE_PARK_START);
+    }
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -163,7 +179,7 @@ int engine_req_push(struct engine_req *r, const char *text, size_t n) {
     if (n == 0) return 0;
     pthread_mutex_lock(&r->mu);
     int rc = buf_append(&r->out, text, n);
-    if (rc == 0) engine_req__wake(r, false);
+    if (rc == 0) engine_req__wake(r, ENGINE_PARK_OUTPUT);
     pthread_mutex_unlock(&r->mu);
     return rc;
 }
@@ -179,7 +195,7 @@ void engine_req_finish(struct engine_req *r, enum engine_finish finish) {
     if (r->state != ENGINE_REQ_DONE) {
         r->state = ENGINE_REQ_DONE;
         r->finish = finish;
-        engine_req__wake(r, true);
+        engine_req__wake(r, ENGINE_PARK_DONE);
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -190,7 +206,7 @@ void engine_req_fail(struct engine_req *r, const struct corral_err *err) {
         r->state = ENGINE_REQ_DONE;
         r->err = *err;
         if (r->err.status == CORRAL_OK) r->err.status = CORRAL_INTERNAL;
-        engine_req__wake(r, true);
+        engine_req__wake(r, ENGINE_PARK_DONE);
     }
     pthread_mutex_unlock(&r->mu);
 }

@@ -35,6 +35,7 @@
 #include "api/openai.h"
 #include "util/error.h"
 
+struct capacity;
 struct engine;
 struct engine_req;
 
@@ -135,14 +136,22 @@ size_t engine_req_pending(struct engine_req *r);
 void engine_req_error(struct engine_req *r, struct corral_err *err);
 /* After DONE for an embedding request: the vectors (owned by r). */
 const float *const *engine_req_embeddings(struct engine_req *r, size_t *n, size_t *dim);
-/* Park the transport until there is something to do. With until_done false
- * (streaming): if the request is not DONE and has no pending output, call
- * suspend(ctx) under the request's lock and return true; the engine's next
- * push or finish calls notify under the same lock, so a wake-up can never
- * come before the suspension. With until_done true (a whole response): park
- * unless DONE, and only the finish wakes. Returns false when there is
- * something to do now (nothing was suspended). */
-bool engine_req_park(struct engine_req *r, bool until_done, void (*suspend)(void *ctx), void *ctx);
+/* What a parked transport waits for. */
+enum engine_park {
+    ENGINE_PARK_OUTPUT, /* streaming: output, or DONE */
+    ENGINE_PARK_START,  /* a stream not yet answered: RUNNING (admitted) or DONE */
+    ENGINE_PARK_DONE,   /* a whole response: DONE */
+};
+/* Park the transport until there is something to do: if what `mode` waits
+ * for has not happened yet, call suspend(ctx) under the request's lock and
+ * return true; the engine's next matching change calls notify under the
+ * same lock, so a wake-up can never come before the suspension. Returns
+ * false when there is something to do now (nothing was suspended). */
+bool engine_req_park(struct engine_req *r, enum engine_park mode, void (*suspend)(void *ctx), void *ctx);
+/* Longest the request may wait in its model's queue, in ms (-1 = no limit,
+ * 0 = start now or not at all). Set by the transport before submitting. */
+void engine_req_set_max_wait(struct engine_req *r, int64_t ms);
+int64_t engine_req_max_wait_ms(const struct engine_req *r);
 
 /* Engine side ------------------------------------------------------------- */
 
@@ -158,8 +167,16 @@ void engine_req_finish(struct engine_req *r, enum engine_finish finish);
 void engine_req_fail(struct engine_req *r, const struct corral_err *err);
 /* Hand over embedding vectors (n × dim floats each, malloc'd; r takes them). */
 void engine_req_set_embeddings(struct engine_req *r, float **vecs, size_t n, size_t dim);
-/* Monotonic time the request was created (µs), for queue timeouts and logs. */
+/* Monotonic time the request was created (µs), for logs. */
 int64_t engine_req_created_us(const struct engine_req *r);
+/* Monotonic time the request entered its model's queue (µs); the engine
+ * sets it when it queues the request. Queue waits count from here. */
+void engine_req_set_queued_us(struct engine_req *r, int64_t us);
+int64_t engine_req_queued_us(const struct engine_req *r);
+/* Hand the request an admission permit of gate (capacity.h): it is given
+ * back when the request is freed, i.e. once both the engine and the
+ * transport are done with it (the response has been sent). */
+void engine_req_set_permit(struct engine_req *r, struct capacity *gate);
 
 /* Data the engine keeps per request (prompt tokens); owned by the request and
  * freed with it. */

@@ -6,15 +6,18 @@
 
 #include "engine/engine.h"
 
+struct capacity;
+
 struct llama_engine_params {
     const char *id;            /* model id, for logs */
     const char *path;          /* GGUF file */
-    int parallel;              /* sequence slots */
+    int parallel;              /* sequence slots (the pool passes min(parallel, host capacity)) */
     int ctx;                   /* context tokens per slot (capped at the model's training context) */
     int batch;                 /* tokens per decode step */
     int threads;               /* CPU threads for decoding */
     int n_gpu_layers;          /* layers to offload (0 on CPU builds) */
-    int queue_size;            /* waiting requests beyond free slots */
+    int queue_size;            /* requests allowed to wait beyond those that can start now */
+    struct capacity *gate;     /* admission gate: a permit per running request; NULL = none */
     const char *chat_template; /* NULL = the model's own */
     size_t out_cap;            /* per-request output buffer bound */
     /* Called from the loading thread with 0..1 as weights are read; may be NULL. */

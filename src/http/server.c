@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +38,9 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "api/admin.h"
 #include "api/openai.h"
+#include "capacity/capacity.h"
 #include "engine/engine.h"
 #include "http/sse.h"
 #include "util/buf.h"
@@ -50,10 +53,35 @@
 #define HTTP_DISCARD_MAX (64u << 20)
 /* Output an engine may hold for one request before the client is "too slow". */
 #define HTTP_OUT_CAP (4u << 20)
+/* Longest X-Corral-Max-Wait accepted, ms. */
+#define HTTP_MAX_WAIT_MS 3600000LL
+/* Largest /metrics text. */
+#define HTTP_METRICS_MAX (4u << 20)
+
+/* Responses sent, by status code, for /metrics (process-wide, like the log
+ * level: one server runs per process). The last entry counts other codes. */
+static const int http__codes[] = {200, 201, 202, 204, 400, 401, 403, 404, 405, 413, 500, 502, 503, 504, 0};
+#define HTTP_N_CODES (sizeof http__codes / sizeof http__codes[0])
+static _Atomic int64_t http__code_counts[HTTP_N_CODES];
+
+static void http__count(unsigned status) {
+    size_t i = 0;
+    while (i + 1 < HTTP_N_CODES && (unsigned)http__codes[i] != status) i++;
+    atomic_fetch_add(&http__code_counts[i], 1);
+}
+
+/* MHD_queue_response, counted. */
+static enum MHD_Result http__queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    if (ret == MHD_YES) http__count(status);
+    return ret;
+}
 
 struct http_server {
     struct MHD_Daemon *d;
     struct pool *pool;
+    struct capacity *gate;
+    int64_t queue_timeout_ms;
     char *api_key;
     char *admin_api_key;
     size_t body_limit;
@@ -73,6 +101,8 @@ enum route_id {
     R_ADMIN_LOAD,
     R_ADMIN_UNLOAD,
     R_ADMIN_REGISTER,
+    R_CAPACITY,
+    R_METRICS,
 };
 
 struct route {
@@ -86,6 +116,8 @@ struct route {
 static const struct route http__routes[] = {
     {"/health", R_HEALTH, "GET", false, false},
     {"/v1/health", R_HEALTH, "GET", false, false},
+    {"/capacity", R_CAPACITY, "GET", true, false},
+    {"/metrics", R_METRICS, "GET", true, false},
     {"/v1/models", R_MODELS, "GET", true, false},
     {"/models", R_MODELS, "GET", true, false},
     {"/v1/chat/completions", R_CHAT, "POST", true, false},
@@ -117,6 +149,7 @@ struct conn {
     struct engine_req *req;
     enum api_kind kind;
     bool stream;
+    bool stream_started; /* the 200 and the event stream are queued */
     bool include_usage;
     char id[48];
     int64_t created;
@@ -143,7 +176,7 @@ static enum MHD_Result http__reply_json(struct MHD_Connection *c, unsigned statu
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
         struct MHD_Response *r = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
         http__common_headers(r, "application/json");
-        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_INTERNAL_SERVER_ERROR, r);
+        enum MHD_Result ret = http__queue(c, MHD_HTTP_INTERNAL_SERVER_ERROR, r);
         MHD_destroy_response(r);
         return ret;
     }
@@ -153,7 +186,7 @@ static enum MHD_Result http__reply_json(struct MHD_Connection *c, unsigned statu
         return MHD_NO;
     }
     http__common_headers(r, "application/json");
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    enum MHD_Result ret = http__queue(c, status, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -173,7 +206,7 @@ static enum MHD_Result http__reply_error(struct MHD_Connection *c, const struct 
     if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    enum MHD_Result ret = http__queue(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -280,6 +313,12 @@ static enum MHD_Result http__health(struct http_server *s, struct MHD_Connection
                              "loads", (json_int_t)ps.loads, "evictions", (json_int_t)ps.evictions,
                              "load_failures", (json_int_t)ps.load_failures);
     json_t *root = json_pack("{s:s, s:o, s:o*}", "status", failed ? "degraded" : "ok", "models", models, "pool", pool);
+    if (root && s->gate) {
+        struct capacity_snapshot cs;
+        capacity_snapshot(s->gate, &cs);
+        json_object_set_new(root, "capacity", json_pack("{s:i, s:i, s:i}", "host", cs.host, "effective", cs.effective,
+                                                        "in_use", cs.in_use));
+    }
     char *out = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     return http__reply_json(c, MHD_HTTP_OK, out);
@@ -324,6 +363,70 @@ done:;
 }
 
 /* ------------------------------------------------------------ admin */
+
+/* Take the numbers /capacity, /metrics and /admin/pool show. Free with
+ * http__view_free. */
+struct http__view {
+    struct admin_view v;
+    struct capacity_snapshot cap;
+    struct pool_stats pool;
+    struct pool_model_info *models;
+    int64_t counts[HTTP_N_CODES];
+};
+
+static void http__view_take(struct http_server *s, struct http__view *hv) {
+    memset(hv, 0, sizeof *hv);
+    if (s->gate) capacity_snapshot(s->gate, &hv->cap);
+    pool_stats(s->pool, &hv->pool);
+    size_t n = pool_count(s->pool);
+    hv->models = calloc(n ? n : 1, sizeof *hv->models);
+    size_t k = 0;
+    for (size_t i = 0; i < n && hv->models; i++)
+        if (pool_info(s->pool, i, &hv->models[k]) == 0) k++;
+    for (size_t i = 0; i < HTTP_N_CODES; i++) hv->counts[i] = atomic_load(&http__code_counts[i]);
+    hv->v.cap = s->gate ? &hv->cap : NULL;
+    hv->v.pool = &hv->pool;
+    hv->v.models = hv->models;
+    hv->v.n_models = hv->models ? k : 0;
+    hv->v.queue_timeout_ms = s->queue_timeout_ms;
+    hv->v.codes = http__codes;
+    hv->v.counts = hv->counts;
+    hv->v.n_codes = HTTP_N_CODES - 1; /* "other" is not a code */
+}
+
+static void http__view_free(struct http__view *hv) { free(hv->models); }
+
+static enum MHD_Result http__capacity(struct http_server *s, struct MHD_Connection *c) {
+    struct http__view hv;
+    http__view_take(s, &hv);
+    json_t *root = admin_capacity_json(&hv.v);
+    http__view_free(&hv);
+    char *out = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    return http__reply_json(c, MHD_HTTP_OK, out);
+}
+
+static enum MHD_Result http__metrics(struct http_server *s, struct MHD_Connection *c) {
+    struct http__view hv;
+    http__view_take(s, &hv);
+    struct buf b;
+    buf_init(&b, HTTP_METRICS_MAX);
+    int rc = admin_metrics_text(&hv.v, &b);
+    http__view_free(&hv);
+    size_t len = 0;
+    char *text = rc == 0 ? buf_steal(&b, &len) : NULL;
+    buf_free(&b);
+    if (!text) return http__reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(text);
+        return MHD_NO;
+    }
+    http__common_headers(r, "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result ret = http__queue(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
 
 static json_t *http__model_json(const struct pool_model_info *mi) {
     json_t *m = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:I, s:I, s:f}", "id", mi->id, "path",
@@ -388,14 +491,17 @@ static enum MHD_Result http__admin(struct http_server *s, struct conn *k) {
     if (k->route->id == R_ADMIN_MODELS)
         return http__reply_obj(c, MHD_HTTP_OK, json_pack("{s:s, s:o}", "object", "list", "data", http__models_array(s)));
     if (k->route->id == R_ADMIN_POOL) {
-        struct pool_stats ps;
-        pool_stats(s->pool, &ps);
-        return http__reply_obj(c, MHD_HTTP_OK,
-                               json_pack("{s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:o}", "memory_budget",
-                                         (json_int_t)ps.budget, "memory_used", (json_int_t)ps.used, "max_models",
-                                         ps.max_models, "loaded", ps.loaded, "loads", (json_int_t)ps.loads,
-                                         "evictions", (json_int_t)ps.evictions, "load_failures",
-                                         (json_int_t)ps.load_failures, "models", http__models_array(s)));
+        struct http__view hv;
+        http__view_take(s, &hv);
+        const struct pool_stats *ps = &hv.pool;
+        json_t *root = json_pack("{s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:o, s:o*}", "memory_budget",
+                                 (json_int_t)ps->budget, "memory_used", (json_int_t)ps->used, "max_models",
+                                 ps->max_models, "loaded", ps->loaded, "loads", (json_int_t)ps->loads, "evictions",
+                                 (json_int_t)ps->evictions, "load_failures", (json_int_t)ps->load_failures,
+                                 "waiting_for_load", ps->waiting_for_load, "resident_memory", (json_int_t)ps->rss,
+                                 "models", http__models_array(s), "capacity", admin_capacity_json(&hv.v));
+        http__view_free(&hv);
+        return http__reply_obj(c, MHD_HTTP_OK, root);
     }
     const char *model = NULL;
     json_t *body = http__admin_body(k, &model, &err);
@@ -524,7 +630,7 @@ static ssize_t http__stream_reader(void *cls, uint64_t pos, char *out, size_t ma
             if (http__stream_events(k, k->take, n, &v) != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        if (engine_req_park(k->req, false, http__suspend, k->mhd)) return 0;
+        if (engine_req_park(k->req, ENGINE_PARK_OUTPUT, http__suspend, k->mhd)) return 0;
     }
 }
 
@@ -556,11 +662,63 @@ static enum MHD_Result http__reply_done(struct conn *k) {
     return http__reply_json(k->mhd, MHD_HTTP_OK, json);
 }
 
+/* Answer a stream once its request runs: 200 and the event stream, or, if
+ * it failed before it started (queue timeout, failed load, ...), the error
+ * with its own HTTP status. */
+static enum MHD_Result http__stream_start(struct conn *k) {
+    struct engine_req_view v;
+    engine_req_take(k->req, NULL, 0, &v);
+    if (v.state == ENGINE_REQ_DONE && v.status != CORRAL_OK) {
+        struct corral_err err;
+        engine_req_error(k->req, &err);
+        return http__reply_error(k->mhd, &err, NULL);
+    }
+    k->stream_started = true;
+    k->take = malloc(HTTP_TAKE_MAX);
+    buf_init(&k->sse, 0);
+    if (!k->take) return http__reply_json(k->mhd, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, http__stream_reader, k,
+                                                               http__stream_free);
+    if (!r) return MHD_NO;
+    http__common_headers(r, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    enum MHD_Result ret = http__queue(k->mhd, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* The request's queue-wait bound: X-Corral-Max-Wait (ms) or the server's
+ * queue_timeout. 0 with *ms set, or -1 for a malformed header. */
+static int http__max_wait(struct http_server *s, struct MHD_Connection *c, int64_t *ms) {
+    *ms = s->queue_timeout_ms;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Corral-Max-Wait");
+    if (!h) return 0;
+    while (*h == ' ' || *h == '\t') h++;
+    long long v = 0;
+    const char *p = h;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        v = v * 10 + (*p - '0');
+        if (v > HTTP_MAX_WAIT_MS) return -1;
+    }
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p) return -1;
+    *ms = v;
+    return 0;
+}
+
 static enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
     struct corral_err err;
     corral_err_clear(&err);
     struct api_request in;
     memset(&in, 0, sizeof in);
+    int64_t max_wait = -1;
+    if (http__max_wait(s, k->mhd, &max_wait) != 0) {
+        corral_err_set(&err, CORRAL_INVALID_REQUEST, "X-Corral-Max-Wait",
+                       "X-Corral-Max-Wait must be a whole number of milliseconds in 0..%lld", HTTP_MAX_WAIT_MS);
+        return http__reply_error(k->mhd, &err, NULL);
+    }
     k->kind = k->route->id == R_CHAT ? API_CHAT : k->route->id == R_COMPLETIONS ? API_COMPLETION : API_EMBEDDING;
     if (api_request_parse(k->kind, k->body.data ? k->body.data : "", k->body.len, &in, &err) != CORRAL_OK)
         return http__reply_error(k->mhd, &err, NULL);
@@ -579,28 +737,18 @@ static enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(k->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci) engine_req_set_fd(k->req, ci->connect_fd);
     engine_req_set_notify(k->req, http__resume, k->mhd);
+    engine_req_set_max_wait(k->req, max_wait);
 
     /* submits now, or once the model is loaded; the model stays pinned until
      * the request completes */
     if (pool_submit(s->pool, k->model, k->req, &k->pinned, &err) != CORRAL_OK)
         return http__reply_error(k->mhd, &err, NULL);
 
-    if (!k->stream) {
-        if (engine_req_park(k->req, true, http__suspend, k->mhd)) return MHD_YES;
-        return http__reply_done(k);
-    }
-    k->take = malloc(HTTP_TAKE_MAX);
-    buf_init(&k->sse, 0);
-    if (!k->take) return http__reply_json(k->mhd, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, http__stream_reader, k,
-                                                               http__stream_free);
-    if (!r) return MHD_NO;
-    http__common_headers(r, "text/event-stream");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    MHD_add_response_header(r, "X-Accel-Buffering", "no");
-    enum MHD_Result ret = MHD_queue_response(k->mhd, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+    /* a whole response waits for the end; a stream waits until it runs
+     * (so a request refused while queued still gets its HTTP status) */
+    if (engine_req_park(k->req, k->stream ? ENGINE_PARK_START : ENGINE_PARK_DONE, http__suspend, k->mhd))
+        return MHD_YES;
+    return k->stream ? http__stream_start(k) : http__reply_done(k);
 }
 
 /* ------------------------------------------------------------ the handler */
@@ -620,7 +768,7 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
             MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
             MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-Api-Key");
             MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
-            enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_NO_CONTENT, r);
+            enum MHD_Result ret = http__queue(c, MHD_HTTP_NO_CONTENT, r);
             MHD_destroy_response(r);
             return ret;
         }
@@ -683,6 +831,7 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
     if (k->dispatched) {
         /* resumed after the engine finished a non-streaming request */
         if (k->req && !k->stream) return http__reply_done(k);
+        if (k->req && !k->stream_started) return http__stream_start(k);
         return MHD_YES;
     }
     k->dispatched = true;
@@ -693,6 +842,8 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
     }
     switch (k->route->id) {
     case R_HEALTH: return http__health(s, c);
+    case R_CAPACITY: return http__capacity(s, c);
+    case R_METRICS: return http__metrics(s, c);
     case R_MODELS: return http__models(s, c, NULL);
     case R_MODEL: return http__models(s, c, url + strlen(http__route_model.path));
     case R_CHAT:
@@ -755,6 +906,8 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
         return NULL;
     }
     s->pool = p->pool;
+    s->gate = p->gate;
+    s->queue_timeout_ms = p->queue_timeout_ms;
     s->body_limit = p->body_limit;
     s->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
     s->admin_api_key = p->admin_api_key && p->admin_api_key[0] ? strdup(p->admin_api_key) : NULL;

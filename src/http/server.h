@@ -8,6 +8,7 @@
 #define CORRAL_HTTP_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pool/pool.h"
 #include "util/error.h"
@@ -22,6 +23,8 @@ struct http_server_params {
     const char *api_key; /* NULL or "" = no authentication */
     const char *admin_api_key; /* guards /admin; NULL or "" = loopback clients only */
     struct pool *pool;   /* borrowed; must outlive the server */
+    struct capacity *gate; /* borrowed, for /capacity and /metrics; NULL = none */
+    int64_t queue_timeout_ms; /* default queue-wait bound (X-Corral-Max-Wait overrides); -1 = none */
 };
 
 /* Bind and start serving. NULL with *err filled if the address cannot be

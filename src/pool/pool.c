@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "capacity/capacity.h"
 #include "engine/llama_engine.h"
 #include "pool/estimate.h"
 #include "pool/lru.h"
@@ -58,6 +59,8 @@ struct pool_model {
     char error[CORRAL_ERR_MSG_MAX];
     int64_t created;
     struct engine *engine;
+    int slots; /* min(parallel, host capacity) */
+    struct engine_stats acc; /* counters of engines already unloaded */
     int pins;
     struct engine_req **pending;
     size_t n_pending;
@@ -82,6 +85,7 @@ struct pool_model {
 
 struct pool {
     const struct config *cfg;
+    struct capacity *gate;
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* loader wake-ups: load requested, pin released, stop */
     pthread_t loader;
@@ -177,6 +181,8 @@ static struct pool_model *pool__add(struct pool *p, const struct config_model *r
         return NULL;
     }
     m->cfg.path = m->path;
+    m->slots = m->cfg.parallel;
+    if (p->gate && m->slots > capacity_host(p->gate)) m->slots = capacity_host(p->gate);
     p->models[p->n++] = m;
     return m;
 }
@@ -251,10 +257,11 @@ static void pool__fail_all(struct engine_req **reqs, size_t n, const struct corr
 
 static void *pool__loader(void *arg);
 
-struct pool *pool_new(const struct config *cfg, struct corral_err *err) {
+struct pool *pool_new(const struct config *cfg, struct capacity *gate, struct corral_err *err) {
     struct pool *p = calloc(1, sizeof *p);
     if (!p) goto nomem;
     p->cfg = cfg;
+    p->gate = gate;
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -460,6 +467,14 @@ void pool_release(struct pool *p, struct pool_model *m) {
  * after unlocking. */
 static struct engine *pool__unload(struct pool *p, struct pool_model *m, const char *why) {
     struct engine *e = m->engine;
+    if (e) { /* keep the counters monotonic across reloads */
+        struct engine_stats st;
+        engine_stats(e, &st);
+        m->acc.requests_total += st.requests_total;
+        m->acc.tokens_prompt += st.tokens_prompt;
+        m->acc.tokens_generated += st.tokens_generated;
+        m->acc.tokens_cached += st.tokens_cached;
+    }
     m->engine = NULL;
     m->status = POOL_UNLOADED;
     m->unload_requested = false;
@@ -540,7 +555,7 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     corral_err_clear(&err);
     /* estimate from the header */
     struct estimate est;
-    struct estimate_params ep = {.n_slots = m->cfg.parallel, .ctx_per_slot = m->cfg.ctx, .n_batch = m->cfg.batch};
+    struct estimate_params ep = {.n_slots = m->slots, .ctx_per_slot = m->cfg.ctx, .n_batch = m->cfg.batch};
     char eerr[256];
     pthread_mutex_unlock(&p->mu);
     int erc = estimate_gguf(m->path, &ep, &est, eerr, sizeof eerr);
@@ -625,15 +640,19 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     struct llama_engine_params lp = {
         .id = m->id,
         .path = m->path,
-        .parallel = m->cfg.parallel,
+        .parallel = m->slots,
         .ctx = m->cfg.ctx,
         .batch = m->cfg.batch,
         .threads = m->cfg.threads,
         .n_gpu_layers = m->cfg.n_gpu_layers,
         .queue_size = p->cfg->queue_size,
+        .gate = p->gate,
         .chat_template = m->cfg.chat_template,
         .out_cap = POOL_OUT_CAP,
     };
+    if (m->slots < m->cfg.parallel)
+        log_info("model %s: %d slots, not %d: the host runs %d generations at once (max_concurrent, "
+                 "CORRAL_MAX_CONCURRENT)", m->id, m->slots, m->cfg.parallel, m->slots);
     atomic_store(&m->progress_permille, 0);
     lp.progress = pool__on_progress;
     lp.progress_ctx = m;
@@ -875,7 +894,13 @@ int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
     out->load_progress = m->status == POOL_LOADED ? 1.0f
                          : m->status == POOL_LOADING ? atomic_load(&m->progress_permille) / 1000.0f
                                                      : 0.0f;
+    out->slots = m->slots;
+    out->waiting_for_load = (int)m->n_pending;
     if (m->engine) engine_stats(m->engine, &out->stats);
+    out->stats.requests_total += m->acc.requests_total;
+    out->stats.tokens_prompt += m->acc.tokens_prompt;
+    out->stats.tokens_generated += m->acc.tokens_generated;
+    out->stats.tokens_cached += m->acc.tokens_cached;
     pthread_mutex_unlock(&p->mu);
     return 0;
 }
@@ -889,5 +914,8 @@ void pool_stats(struct pool *p, struct pool_stats *out) {
     out->loads = p->loads;
     out->evictions = p->evictions;
     out->load_failures = p->load_failures;
+    out->waiting_for_load = 0;
+    for (size_t i = 0; i < p->n; i++) out->waiting_for_load += (int)p->models[i]->n_pending;
     pthread_mutex_unlock(&p->mu);
+    out->rss = pool__rss();
 }

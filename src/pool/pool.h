@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "capacity/capacity.h"
 #include "config.h"
 #include "engine/engine.h"
 #include "util/error.h"
@@ -43,7 +44,11 @@ struct pool_model_info {
     uint64_t mem_measured;  /* process RSS growth across the last load (approximate) */
     int64_t load_ms;        /* how long the last load took */
     float load_progress;    /* 0..1 while loading; 1 once loaded */
-    struct engine_stats stats; /* zeroed unless loaded */
+    int slots;              /* sequence slots it runs with: min(parallel, host capacity) */
+    int waiting_for_load;   /* requests waiting for its load */
+    struct engine_stats stats; /* live numbers zeroed unless loaded; the
+                                * counters (requests, tokens) add up every
+                                * load since the start */
 };
 
 struct pool_stats {
@@ -52,12 +57,17 @@ struct pool_stats {
     int max_models;
     int loaded;       /* loaded + loading */
     int64_t loads, evictions, load_failures;
+    int waiting_for_load; /* requests waiting for a model to load */
+    uint64_t rss;         /* resident memory of the process, bytes */
 };
 
 /* Register the models of cfg (and of cfg->models_dir) and start the loader
- * thread; models marked preload start loading at once. cfg must outlive the
- * pool. NULL with *err only when out of memory or the thread cannot start. */
-struct pool *pool_new(const struct config *cfg, struct corral_err *err);
+ * thread; models marked preload start loading at once. Each model runs
+ * min(its parallel, capacity_host(gate)) slots, and its engine takes a
+ * permit from gate for every request it runs. cfg and gate (NULL = no
+ * gate) must outlive the pool. NULL with *err only when out of memory or
+ * the thread cannot start. */
+struct pool *pool_new(const struct config *cfg, struct capacity *gate, struct corral_err *err);
 /* Stop loading and stop every engine: requests in flight fail with
  * CORRAL_UNAVAILABLE, new ones are refused. Handles stay valid until
  * pool_free. */

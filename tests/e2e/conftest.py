@@ -184,7 +184,8 @@ class Server:
             if pred(m):
                 return m
             time.sleep(0.01)
-        raise AssertionError("%s not reached within %.1f s: %s" % (what, timeout, m))
+        tail = "\n".join(self.stderr().splitlines()[-15:])
+        raise AssertionError("%s not reached within %.1f s: %s\nserver log:\n%s" % (what, timeout, m, tail))
 
     def stderr(self):
         try:
@@ -228,14 +229,18 @@ SANITIZER_MARKERS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSa
                      "WARNING: ThreadSanitizer")
 
 
-def server_args(model_path=TEST_MODEL, model_id=MODEL, parallel=4, ctx=512, queue=8, extra=()):
+def server_args(model_path=TEST_MODEL, model_id=MODEL, parallel=4, ctx=512, queue=8, capacity=8, extra=()):
+    """Arguments for one model. Host capacity is pinned (default 8) so that
+    the slot count follows `parallel` whatever this machine's RAM; capacity
+    None leaves it to the server (auto-sized from RAM)."""
+    cap = [] if capacity is None else ["--max-concurrent", str(capacity)]
     return [
         "--model", "%s=%s" % (model_id, model_path),
         "--port", "0", "--host", "127.0.0.1",
         "--parallel", str(parallel), "--ctx", str(ctx),
         "--threads", "1", "--queue-size", str(queue),
         "--preload", model_id,
-    ] + list(extra)
+    ] + cap + list(extra)
 
 
 @pytest.fixture

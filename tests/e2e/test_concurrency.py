@@ -257,7 +257,11 @@ def test_full_queue_streaming_503(serial_server):
     b = open_stream_socket(srv, COMP, completion_body("wait", max_tokens=LONG))
     try:
         read_until(a, lambda x: x.count(b"data: ") >= 2)
-        srv.wait_for(lambda m: m["queued"] == 1, timeout=3, what="queue full")
+        try:
+            srv.wait_for(lambda m: m["queued"] == 1, timeout=3, what="queue full")
+        except AssertionError as ex:
+            b.settimeout(0.5)
+            raise AssertionError("%s\nsecond request got: %r" % (ex, read_until(b, lambda x: False)[:600]))
         t0 = time.monotonic()
         r = srv.post(COMP, completion_body("refused", max_tokens=5, stream=True), timeout=10)
         assert time.monotonic() - t0 < 1.0

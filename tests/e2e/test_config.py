@@ -128,6 +128,7 @@ def test_config_file_serves_model(tmp_path, make_server, mkmodel):
         "parallel = 2",
         "ctx = 256",
         "queue_size = 3",
+        "max_concurrent = 3",
         "log_level = warn",
         "",
         "[model.x]",
@@ -166,7 +167,7 @@ def test_env_overrides_file_and_flags_override_env(tmp_path, make_server):
     f = write(tmp_path, "e.ini", "[server]\nparallel = 2\nctx = 256\nthreads = 1\n[model.f]\npath = %s\n"
               % TEST_MODEL)
     srv = make_server(["--config", f, "--port", "0", "--parallel", "3", "--preload", "f"],
-                      env={"CORRAL_PARALLEL": "1", "CORRAL_QUEUE_SIZE": "5"})
+                      env={"CORRAL_PARALLEL": "1", "CORRAL_QUEUE_SIZE": "5", "CORRAL_MAX_CONCURRENT": "4"})
     assert srv.wait_loaded("f")["slots_total"] == 3  # flag beats env beats file
     srv2 = make_server(["--config", f, "--port", "0"], env={"CORRAL_PARALLEL": "1", "CORRAL_PRELOAD": "f"})
     assert srv2.wait_loaded("f")["slots_total"] == 1  # env beats file
