@@ -390,6 +390,13 @@ int cli_ps(int argc, char **argv) {
            used, budget, (long long)jint(pool, "loaded", 0), (long long)jint(pool, "max_models", 0),
            (long long)jint(pool, "loads", 0), (long long)jint(pool, "evictions", 0),
            (long long)jint(pool, "load_failures", 0));
+    json_t *cap = json_object_get(pool, "capacity");
+    if (json_is_object(cap) && json_object_get(cap, "host"))
+        printf("capacity %lld of %lld in use (host %lld, %s%s); %lld queued, %lld waiting for a load\n",
+               (long long)jint(cap, "in_use", 0), (long long)jint(cap, "effective", 0),
+               (long long)jint(cap, "host", 0), jstr(cap, "host_source", "?"),
+               strcmp(jstr(cap, "effective_source", "host"), "pressure") == 0 ? "; lowered by memory pressure" : "",
+               (long long)jint(cap, "queued", 0), (long long)jint(cap, "waiting_for_load", 0));
 
     int idw = 2; /* strlen("ID") */
     size_t i;

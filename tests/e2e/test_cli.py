@@ -3,6 +3,7 @@
 Each test starts a real server with two lazy models (a and b start unloaded)
 and runs the corral binary against it over the admin API.
 """
+import re
 import socket
 import time
 
@@ -18,9 +19,12 @@ def lazy_args(extra=()):
 
 
 def ps_rows(out):
-    """Map model id -> status from `corral ps` output (skips the two header lines)."""
+    """Map model id -> status from `corral ps` output (the rows after the
+    ID/STATUS header)."""
     rows = {}
-    for line in out.splitlines()[2:]:
+    lines = out.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.split()[:2] == ["ID", "STATUS"]) + 1
+    for line in lines[start:]:
         if not line or line.startswith(" "):
             continue
         cols = line.split()
@@ -38,9 +42,10 @@ def test_ps_lists_unloaded_models(make_server):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "budget" in lines[0], r.stdout
-    assert lines[1].split()[:2] == ["ID", "STATUS"], r.stdout
+    assert re.match(r"capacity 0 of \d+ in use \(host \d+, auto\); 0 queued, 0 waiting for a load$", lines[1]), r.stdout
+    assert lines[2].split()[:2] == ["ID", "STATUS"], r.stdout
     for col in ("MEMORY", "IN FLIGHT", "SLOTS", "LAST USED", "KEEP ALIVE"):
-        assert col in lines[1], r.stdout
+        assert col in lines[2], r.stdout
     assert ps_rows(r.stdout) == {"a": "unloaded", "b": "unloaded"}, r.stdout
 
 
