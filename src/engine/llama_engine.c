@@ -3,19 +3,17 @@
  *
  * DESIGN
  * The scheduler thread is the only thread that touches the llama_context and
- * the slots. Other threads reach it through the wait queue (guarded by
- * `mu`, woken through `cv`). Submit runs on the caller's thread: it formats
+ * the slots. Other threads reach it through the wait queue (struct admit,
+ * with its own lock and wake-up). Submit runs on the caller's thread: it formats
  * and tokenises the prompt (so a long prompt never stalls the decode loop)
  * and rejects what cannot fit before anything is queued.
  *
  * Each step the scheduler:
- *   1. drops cancelled requests from the queue, takes a permit from the
- *      host's admission gate (capacity.h) for each queued request that has
- *      an idle slot, and admits those into the slots, choosing the slot
- *      whose cached tokens share the longest prefix with the prompt (only
- *      the rest is computed); then fails requests that waited in the queue
- *      past their bound. Without a permit the requests stay queued and the
- *      gate wakes the scheduler when one is granted;
+ *   1. takes from its queue (engine/admit.h) the requests that may start:
+ *      one per idle slot, each holding a permit from the host's admission
+ *      gate, and puts each into the idle slot whose cached tokens share the
+ *      longest prefix with the prompt (only the rest is computed). With
+ *      nothing to decode it sleeps until a submit, a permit or a stop;
  *   2. builds one llama_batch: one token for every generating slot, then
  *      prompt chunks of admitted slots up to the batch size, so a long prompt
  *      delays the other streams by at most one chunk;
@@ -51,9 +49,8 @@
 
 #include <llama.h>
 
-#include "capacity/capacity.h"
+#include "engine/admit.h"
 #include "engine/stopmatch.h"
-#include "engine/waitq.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -62,8 +59,8 @@
 /* How often the scheduler polls client sockets for hang-ups (and checks
  * queue deadlines) while it has work or waiters. */
 #define LLAMA_ENGINE_POLL_US 20000
-/* A queue wait longer than this is logged. */
-#define LLAMA_ENGINE_SLOW_WAIT_US 100000
+/* Most running requests whose sockets are polled at once. */
+#define LLAMA_ENGINE_POLL_MAX 512
 /* Logical batch: the most tokens one decode call takes when no stream is
  * waiting on it (llama.cpp splits it into physical batches of `batch`). */
 #define LLAMA_ENGINE_MAX_BATCH 2048
@@ -126,21 +123,16 @@ struct llama_engine {
 
     struct slot *slots;
     int n_slots;
-    struct engine_req **drop; /* scheduler scratch: n_slots requests that failed to start */
+    struct engine_req **took; /* scheduler scratch: requests admit_take hands over (n_slots + 1) */
     struct llama_batch batch;
 
     pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct waitq queue; /* guarded by mu */
+    bool thread_started;
+    bool joined;            /* guarded by join_mu */
+    pthread_mutex_t join_mu;
+    struct admit admit; /* the bounded queue and the gate's permits */
     int queue_size;
-    bool stopping;      /* guarded by mu */
-    uint64_t kick;      /* guarded by mu: bumped by every submit and grant */
     _Atomic int busy;   /* slots not idle */
-
-    struct capacity *gate; /* NULL = admit whenever a slot is free */
-    struct capacity_waiter waiter;
-    bool waiting_permit; /* scheduler thread only: the gate may hold us as a waiter */
 
     _Atomic int64_t st_requests, st_prompt, st_generated, st_cached;
     uint64_t mem_bytes;
@@ -379,140 +371,14 @@ static enum corral_status llama_engine__submit(struct engine *base, struct engin
     }
     engine_req_set_tokens(r, toks, n);
 
-enqueue:
-    pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
-        pthread_mutex_unlock(&e->mu);
-        return corral_err_set(err, CORRAL_UNAVAILABLE, NULL, "model '%s' is shutting down", e->id);
-    }
-    /* requests that can start at once (a slot and a permit free) do not
-     * count against the queue limit */
-    int busy = atomic_load(&e->busy);
-    int startable = e->n_slots - busy;
-    if (e->gate && capacity_free_permits(e->gate) < startable) startable = capacity_free_permits(e->gate);
-    int waiting = (int)waitq_len(&e->queue) - startable;
-    if (waiting >= e->queue_size || waitq_full(&e->queue)) {
-        pthread_mutex_unlock(&e->mu);
-        if (e->gate) capacity_note_reject(e->gate, CAPACITY_REJECT_QUEUE_FULL);
-        return corral_err_set(err, CORRAL_OVERLOADED, NULL,
-                              "model '%s' is at capacity: %d of %d slots busy, %d requests waiting "
-                              "(queue limit %d)%s; retry later",
-                              e->id, busy, e->n_slots, waiting < 0 ? 0 : waiting, e->queue_size,
-                              e->gate && capacity_free_permits(e->gate) == 0 ? ", host capacity in use" : "");
-    }
-    engine_req_retain(r);
-    engine_req_set_queued_us(r, time_now_us());
-    waitq_push(&e->queue, r);
-    atomic_fetch_add(&e->st_requests, 1);
-    e->kick++;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    return CORRAL_OK;
+enqueue:;
+    enum corral_status st = admit_submit(&e->admit, r, atomic_load(&e->busy), err);
+    if (st == CORRAL_OK) atomic_fetch_add(&e->st_requests, 1);
+    return st;
 }
 
 /* --------------------------------------------------------------- scheduler */
 
-static void llama_engine__fail(struct engine_req *r, enum corral_status st, const char *msg) {
-    struct corral_err err;
-    corral_err_set(&err, st, NULL, "%s", msg);
-    engine_req_fail(r, &err);
-}
-
-/* r leaves the queue to run: it takes the permit the scheduler acquired for
- * it (given back when r is freed), and a long wait is logged. Caller holds
- * mu. */
-static void llama_engine__note_admit(struct llama_engine *e, struct engine_req *r) {
-    int64_t wait = time_now_us() - engine_req_queued_us(r);
-    if (!e->gate) return;
-    engine_req_set_permit(r, e->gate);
-    capacity_note_admit(e->gate, wait);
-    if (wait > LLAMA_ENGINE_SLOW_WAIT_US)
-        log_info("model %s: a request waited %lld ms for a slot (host capacity %d, effective %d, %d free; "
-                 "slots %d of %d busy; %zu more waiting here)",
-                 e->id, (long long)(wait / 1000), capacity_host(e->gate), capacity_effective(e->gate),
-                 capacity_free_permits(e->gate), atomic_load(&e->busy), e->n_slots, waitq_len(&e->queue));
-}
-
-/* The gate granted us a permit (runs with the gate's lock held). */
-static void llama_engine__wake(void *ctx) {
-    struct llama_engine *e = ctx;
-    pthread_mutex_lock(&e->mu);
-    e->kick++;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-}
-
-/* Drop cancelled requests from the queue; with expire, also fail those that
- * waited past their limit (503, Retry-After). Caller holds mu. */
-static void llama_engine__sweep(struct llama_engine *e, bool expire) {
-    int64_t now = time_now_us();
-    for (size_t i = 0; i < waitq_len(&e->queue);) {
-        struct engine_req *r = waitq_at(&e->queue, i);
-        if (engine_req_cancelled(r)) {
-            waitq_remove(&e->queue, r);
-            llama_engine__fail(r, CORRAL_CANCELLED, "request cancelled before it started");
-            engine_req_release(r);
-            continue;
-        }
-        int64_t max_ms = engine_req_max_wait_ms(r);
-        int64_t waited = now - engine_req_queued_us(r);
-        if (expire && max_ms >= 0 && waited >= max_ms * 1000) {
-            waitq_remove(&e->queue, r);
-            struct corral_err err;
-            corral_err_set(&err, CORRAL_OVERLOADED, NULL,
-                           "model '%s' had no free generation slot within %lld ms (host capacity %d, "
-                           "effective %d, %d free; slots %d of %d busy; %zu waiting); retry later",
-                           e->id, (long long)max_ms, e->gate ? capacity_host(e->gate) : e->n_slots,
-                           e->gate ? capacity_effective(e->gate) : e->n_slots,
-                           e->gate ? capacity_free_permits(e->gate) : 0, atomic_load(&e->busy), e->n_slots,
-                           waitq_len(&e->queue));
-            snprintf(err.code, sizeof err.code, "queue_timeout");
-            log_info("model %s: a request gave up after %lld ms in the queue (limit %lld ms)", e->id,
-                     (long long)(waited / 1000), (long long)max_ms);
-            if (e->gate) capacity_note_reject(e->gate, CAPACITY_REJECT_TIMEOUT); /* before the client hears */
-            engine_req_fail(r, &err);
-            engine_req_release(r);
-            continue;
-        }
-        i++;
-    }
-}
-
-/* How many queued requests could start now, in queue order: generation
- * requests up to the idle slots, and one embedding request (it runs on
- * this thread before the next step). Caller holds mu. */
-static int llama_engine__startable(struct llama_engine *e) {
-    int idle = e->n_slots - atomic_load(&e->busy);
-    int n = 0, gens = 0;
-    bool embed = false;
-    for (size_t i = 0; i < waitq_len(&e->queue); i++) {
-        struct engine_req *r = waitq_at(&e->queue, i);
-        if (engine_req_input(r)->kind == API_EMBEDDING) {
-            if (embed) break;
-            embed = true;
-        } else {
-            if (gens >= idle) break;
-            gens++;
-        }
-        n++;
-    }
-    return n;
-}
-
-/* Take up to `want` permits from the gate for requests queued since
- * `since_us` (the oldest). Called without mu. */
-static int llama_engine__permits(struct llama_engine *e, int want, int64_t since_us) {
-    if (!e->gate) return want;
-    if (want == 0) {
-        if (e->waiting_permit || atomic_load(&e->waiter.granted) > 0) capacity_withdraw(e->gate, &e->waiter);
-        e->waiting_permit = false;
-        return 0;
-    }
-    int got = 0;
-    while (got < want && capacity_acquire(e->gate, &e->waiter, since_us)) got++;
-    e->waiting_permit = got < want;
-    return got;
-}
 
 /* End a slot's request: report usage, finish or fail, go idle. The KV cells
  * and `cache` stay for prefix reuse. */
@@ -542,13 +408,11 @@ static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum 
     atomic_fetch_sub(&e->busy, 1);
 }
 
-/* Put r into an idle slot, reusing the longest cached prefix. false if r
- * could not start (no idle slot, no sampler): r is failed then, and the
- * caller drops its reference after unlocking mu (r holds a permit, whose
- * release may wake this very scheduler, which takes mu). Caller holds mu. */
-static bool llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
+/* Put r (taken from the queue, holding a permit) into an idle slot, reusing
+ * the longest cached prefix. If it cannot start (no idle slot, no sampler)
+ * r is failed and released. */
+static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     size_t np = 0;
-    llama_engine__note_admit(e, r);
     const int32_t *p = engine_req_tokens(r, &np);
     struct slot *best = NULL;
     int best_lcp = -1;
@@ -566,14 +430,16 @@ static bool llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     if (!best) {
         corral_err_set(&err, CORRAL_INTERNAL, NULL, "no free slot for an admitted request");
         engine_req_fail(r, &err);
-        return false;
+        engine_req_release(r);
+        return;
     }
     struct slot *s = best;
     const struct api_request *in = engine_req_input(r);
     s->smpl = llama_engine__sampler(e, &in->sampling, &err);
     if (!s->smpl) {
         engine_req_fail(r, &err);
-        return false;
+        engine_req_release(r);
+        return;
     }
     int lcp = best_lcp;
     if ((size_t)lcp >= np) lcp = (int)np - 1; /* recompute the last token for its logits */
@@ -597,27 +463,17 @@ static bool llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     atomic_fetch_add(&e->busy, 1);
     atomic_fetch_add(&e->st_cached, lcp);
     atomic_fetch_add(&e->st_prompt, (int64_t)np);
-    engine_req_set_running(r);
-    return true;
 }
 
-/* Poll the sockets of every queued and running request for hang-ups and
- * cancel those whose client is gone. Called with mu held. */
+/* Poll the sockets of the running requests for hang-ups and cancel those
+ * whose client is gone (admit_poll_hangups does the queued ones). */
 static void llama_engine__poll_clients(struct llama_engine *e) {
-    enum { MAXP = 512 };
-    struct pollfd pfd[MAXP];
-    struct engine_req *who[MAXP];
+    struct pollfd pfd[LLAMA_ENGINE_POLL_MAX];
+    struct engine_req *who[LLAMA_ENGINE_POLL_MAX];
     int n = 0;
-    for (int i = 0; i < e->n_slots && n < MAXP; i++) {
+    for (int i = 0; i < e->n_slots && n < LLAMA_ENGINE_POLL_MAX; i++) {
         struct engine_req *r = e->slots[i].req;
         if (r && engine_req_fd(r) >= 0) {
-            pfd[n] = (struct pollfd){.fd = engine_req_fd(r), .events = POLLRDHUP};
-            who[n++] = r;
-        }
-    }
-    for (size_t i = 0; i < waitq_len(&e->queue) && n < MAXP; i++) {
-        struct engine_req *r = waitq_at(&e->queue, i);
-        if (engine_req_fd(r) >= 0) {
             pfd[n] = (struct pollfd){.fd = engine_req_fd(r), .events = POLLRDHUP};
             who[n++] = r;
         }
@@ -757,57 +613,28 @@ static void *llama_engine__run(void *arg) {
     int64_t last_poll = 0;
     struct engine_req *embed_req = NULL;
     for (;;) {
-        /* 1. queue: drop cancelled requests, see what could start, get a
-         *    permit for each from the gate (outside mu: the gate's wake-up
-         *    takes mu), admit them, then expire what waited too long */
-        pthread_mutex_lock(&e->mu);
-        if (e->stopping) {
-            pthread_mutex_unlock(&e->mu);
-            break;
-        }
-        uint64_t seen = e->kick;
+        /* 1. admission: the queued requests that may start now, each with
+         *    a permit; with nothing to decode, sleep until there is news */
+        if (admit_stopping(&e->admit)) break;
         int64_t now = time_now_us();
         if (now - last_poll >= LLAMA_ENGINE_POLL_US) {
             llama_engine__poll_clients(e);
+            admit_poll_hangups(&e->admit);
             last_poll = now;
         }
-        llama_engine__sweep(e, false);
-        int want = llama_engine__startable(e);
-        int64_t since = want ? engine_req_queued_us(waitq_peek(&e->queue)) : 0;
-        pthread_mutex_unlock(&e->mu);
-
-        int got = llama_engine__permits(e, want, since);
-
-        pthread_mutex_lock(&e->mu);
-        /* only this thread removes from the queue: the first `got` are there */
-        int n_drop = 0;
-        for (; got > 0 && waitq_len(&e->queue) > 0; got--) {
-            struct engine_req *r = waitq_pop(&e->queue);
-            if (engine_req_input(r)->kind == API_EMBEDDING) {
-                llama_engine__note_admit(e, r);
-                engine_req_set_running(r);
-                embed_req = r;
-                continue;
-            }
-            if (!llama_engine__admit(e, r)) e->drop[n_drop++] = r;
+        uint64_t seen = 0;
+        int idle = e->n_slots - atomic_load(&e->busy);
+        int n = admit_take(&e->admit, idle, e->took, idle + 1, &seen);
+        for (int i = 0; i < n; i++) {
+            if (engine_req_input(e->took[i])->kind == API_EMBEDDING)
+                embed_req = e->took[i]; /* at most one per take */
+            else
+                llama_engine__admit(e, e->took[i]);
         }
-        llama_engine__sweep(e, true);
-        bool idle = atomic_load(&e->busy) == 0 && !embed_req;
-        if (idle && n_drop == 0 && !e->stopping && e->kick == seen && atomic_load(&e->waiter.granted) == 0) {
-            /* nothing to decode: sleep until a submit, a grant or a stop;
-             * while requests wait, wake every poll interval to watch their
-             * clients and deadlines */
-            if (waitq_len(&e->queue) == 0) {
-                pthread_cond_wait(&e->cv, &e->mu);
-            } else {
-                struct timespec ts;
-                time_deadline_ms(&ts, LLAMA_ENGINE_POLL_US / 1000);
-                pthread_cond_timedwait(&e->cv, &e->mu, &ts);
-            }
+        if (atomic_load(&e->busy) == 0 && !embed_req) {
+            admit_wait(&e->admit, seen, -1);
+            continue;
         }
-        pthread_mutex_unlock(&e->mu);
-        for (int i = 0; i < n_drop; i++) engine_req_release(e->drop[i]);
-        if (idle) continue;
 
         if (embed_req) {
             atomic_fetch_add(&e->busy, 1);
@@ -894,15 +721,7 @@ static void *llama_engine__run(void *arg) {
         }
     }
 
-    /* stopping: fail everything still here */
-    if (e->gate) capacity_withdraw(e->gate, &e->waiter);
-    pthread_mutex_lock(&e->mu);
-    struct engine_req *r;
-    while ((r = waitq_pop(&e->queue))) {
-        llama_engine__fail(r, CORRAL_UNAVAILABLE, "the model was unloaded");
-        engine_req_release(r);
-    }
-    pthread_mutex_unlock(&e->mu);
+    /* stopping (the queue was failed by admit_stop): fail the running */
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
         if (s->state == SLOT_IDLE) continue;
@@ -920,9 +739,7 @@ static void llama_engine__stats(struct engine *base, struct engine_stats *out) {
     memset(out, 0, sizeof *out);
     out->slots_total = e->n_slots;
     out->slots_busy = atomic_load(&e->busy);
-    pthread_mutex_lock(&e->mu);
-    out->queued = (int)waitq_len(&e->queue);
-    pthread_mutex_unlock(&e->mu);
+    out->queued = admit_queued(&e->admit);
     out->queue_cap = e->queue_size;
     out->ctx_per_slot = e->n_ctx_slot;
     out->requests_total = atomic_load(&e->st_requests);
@@ -934,12 +751,13 @@ static void llama_engine__stats(struct engine *base, struct engine_stats *out) {
 
 static void llama_engine__stop(struct engine *base) {
     struct llama_engine *e = (struct llama_engine *)base;
-    pthread_mutex_lock(&e->mu);
-    bool join = e->thread && !e->stopping;
-    e->stopping = true;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    if (join) pthread_join(e->thread, NULL);
+    admit_stop(&e->admit, "the model was unloaded");
+    pthread_mutex_lock(&e->join_mu);
+    if (e->thread_started && !e->joined) {
+        pthread_join(e->thread, NULL);
+        e->joined = true;
+    }
+    pthread_mutex_unlock(&e->join_mu);
 }
 
 static void llama_engine__free(struct engine *base) {
@@ -953,14 +771,13 @@ static void llama_engine__free(struct engine *base) {
         free(e->slots[i].cache);
     }
     free(e->slots);
-    free(e->drop);
+    free(e->took);
     if (e->batch.token) llama_batch_free(e->batch);
     if (e->ectx) llama_free(e->ectx);
     if (e->ctx) llama_free(e->ctx);
     if (e->model) llama_model_free(e->model);
-    waitq_free(&e->queue);
-    pthread_mutex_destroy(&e->mu);
-    pthread_cond_destroy(&e->cv);
+    admit_free(&e->admit);
+    pthread_mutex_destroy(&e->join_mu);
     free(e->tmpl);
     free(e->id);
     free(e);
@@ -1018,15 +835,17 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     }
     e->base.ops = &llama_engine__ops;
     e->id = strdup(p->id);
-    pthread_mutex_init(&e->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&e->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&e->join_mu, NULL);
     e->queue_size = p->queue_size;
-    e->gate = p->gate;
-    capacity_waiter_init(&e->waiter, llama_engine__wake, e);
+    struct admit_params ap = {.id = e->id ? e->id : "?", .n_slots = p->parallel, .queue_size = p->queue_size,
+                              .gate = p->gate, .embed_free = true};
+    if (!e->id || admit_init(&e->admit, &ap) != 0) {
+        pthread_mutex_destroy(&e->join_mu);
+        free(e->id);
+        free(e);
+        corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+        return NULL;
+    }
     e->out_cap = p->out_cap;
     e->threads = p->threads;
 
@@ -1085,8 +904,8 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     if (e->n_chunk > e->n_batch) e->n_chunk = e->n_batch;
     e->batch = llama_batch_init(e->n_batch, 0, 1);
     e->slots = calloc((size_t)e->n_slots, sizeof *e->slots);
-    e->drop = calloc((size_t)e->n_slots, sizeof *e->drop);
-    if (!e->slots || !e->drop) goto nomem;
+    e->took = calloc((size_t)e->n_slots + 1, sizeof *e->took);
+    if (!e->slots || !e->took) goto nomem;
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
         s->seq = i;
@@ -1096,15 +915,14 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
         buf_init(&s->pend, 0);
         buf_init(&s->emit, 0);
     }
-    if (waitq_init(&e->queue, (size_t)e->queue_size + (size_t)e->n_slots) != 0) goto nomem;
     e->tmpl = llama_engine__pick_template(e, p->chat_template);
     e->mem_bytes = llama_model_size(e->model) + llama_state_get_size(e->ctx);
 
     if (pthread_create(&e->thread, NULL, llama_engine__run, e) != 0) {
-        e->thread = 0;
         corral_err_set(err, CORRAL_INTERNAL, NULL, "could not start the scheduler thread");
         goto fail;
     }
+    e->thread_started = true;
     log_info("model %s: loaded %s in %lld ms (%d slots x %d ctx, chunk %d, %d threads, template %s)", p->id,
              p->path, (long long)(time_now_ms() - t0), e->n_slots, e->n_ctx_slot, e->n_chunk, p->threads,
              strlen(e->tmpl) < 32 ? e->tmpl : "from the model");
