@@ -28,7 +28,10 @@ run: build $(DEMO_MODEL)
 	$(BUILD)/corral serve --model demo=$(DEMO_MODEL) --preload demo --port $(PORT) $(ARGS)
 
 # Build and run every test: unit (cmocka), end to end (pytest), OpenAI SDK.
+# (llama-server, from the same llama.cpp tree, is a supervised child in the
+# end-to-end tests.)
 test: build
+	@cmake --build $(BUILD) --target llama-server -j$(JOBS)
 	cd $(BUILD) && ctest --output-on-failure --timeout 1200
 
 test-unit: build
@@ -38,6 +41,7 @@ test-unit: build
 test-asan: deps
 	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_SANITIZE=ON -DCORRAL_WERROR=ON >/dev/null
 	@cmake --build $(BUILD)-asan -j$(JOBS)
+	@cmake --build $(BUILD)-asan --target llama-server -j$(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure --timeout 1200
 
 # The whole suite with corral under ThreadSanitizer (llama.cpp itself is not
@@ -45,6 +49,7 @@ test-asan: deps
 test-tsan: deps
 	@cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_TSAN=ON -DCORRAL_WERROR=ON >/dev/null
 	@cmake --build $(BUILD)-tsan -j$(JOBS)
+	@cmake --build $(BUILD)-tsan --target llama-server -j$(JOBS)
 	cd $(BUILD)-tsan && ctest --output-on-failure --timeout 1200
 
 bench: build

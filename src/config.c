@@ -102,6 +102,7 @@ static const struct opt server_opts[] = {
          queue_timeout_ms, -1, INT64_MAX),
     SOPT("pressure_file", "CORRAL_PRESSURE_FILE", "--pressure-file", OPT_STR, pressure_file, 0, 0),
     SOPT("meminfo_file", "CORRAL_MEMINFO_FILE", "--meminfo-file", OPT_STR, meminfo_file, 0, 0),
+    SOPT("state_dir", "CORRAL_STATE_DIR", "--state-dir", OPT_STR_NULL, state_dir, 0, 0),
 };
 
 static const struct opt model_opts[] = {
@@ -114,6 +115,14 @@ static const struct opt model_opts[] = {
     MOPT("chat_template", OPT_STR_NULL, chat_template, 0, 0),
     MOPT("preload", OPT_BOOL, preload, 0, 0),
     MOPT("keep_alive", OPT_DURATION, keep_alive_ms, -1, INT64_MAX),
+    /* a supervised child server, or remote upstream replicas */
+    MOPT("command", OPT_STR, command, 0, 0),
+    MOPT("health_path", OPT_STR, health_path, 0, 0),
+    MOPT("startup_timeout", OPT_DURATION, startup_timeout_ms, 1, INT64_MAX),
+    MOPT("memory_estimate", OPT_SIZE, memory_estimate, 0, 1024LL * 1024 * 1024 * 1024),
+    MOPT("upstream", OPT_STR, upstream, 0, 0),
+    MOPT("upstream_model", OPT_STR, upstream_model, 0, 0),
+    MOPT("upstream_api_key", OPT_STR_NULL, upstream_api_key, 0, 0),
 };
 
 #define N_SERVER_OPTS (sizeof server_opts / sizeof server_opts[0])
@@ -398,6 +407,7 @@ static int model_add(struct load *ld, const char *id, size_t len, const char *sr
     m->id[len] = '\0';
     m->parallel = m->ctx = m->threads = m->n_gpu_layers = m->batch = -1;
     m->keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
+    m->startup_timeout_ms = 120 * 1000;
     return cfg->n_models++;
 }
 
@@ -855,6 +865,7 @@ void config_defaults(struct config *cfg)
     cfg->queue_timeout_ms = 60 * 1000;
     cfg->pressure_file = xstrdup("/proc/pressure/memory");
     cfg->meminfo_file = xstrdup("/proc/meminfo");
+    cfg->state_dir = NULL;
     cfg->preload = NULL;
     cfg->n_preload = 0;
     cfg->n_models = 0;
@@ -897,11 +908,22 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
         goto fail;
 
     /* Only a [model.ID] section can leave a model without a path, and a later
-     * --model or CORRAL_MODELS entry may still have supplied one. */
+     * --model or CORRAL_MODELS entry may still have supplied one. A child
+     * (command) or upstream model needs none; it cannot be both. */
     for (int i = 0; i < cfg->n_models; i++) {
-        if (!cfg->models[i].path) {
-            fail(&ld, "%s: [model.%s]: path is required",
-                 cfg->config_path ? cfg->config_path : "config", cfg->models[i].id);
+        const struct config_model *m = &cfg->models[i];
+        const char *src = cfg->config_path ? cfg->config_path : "config";
+        if (m->command && m->upstream) {
+            fail(&ld, "%s: [model.%s]: command and upstream exclude each other", src, m->id);
+            goto fail;
+        }
+        if (!m->path && !m->command && !m->upstream) {
+            fail(&ld, "%s: [model.%s]: path is required (or command, or upstream)", src, m->id);
+            goto fail;
+        }
+        if (m->health_path && m->health_path[0] != '/') {
+            fail(&ld, "%s: [model.%s] health_path: expected a path starting with /, got \"%s\"", src, m->id,
+                 m->health_path);
             goto fail;
         }
     }
@@ -1010,17 +1032,25 @@ void config_free(struct config *cfg)
     free(cfg->max_concurrent_env);
     free(cfg->pressure_file);
     free(cfg->meminfo_file);
+    free(cfg->state_dir);
     cfg->host = cfg->api_key = cfg->log_level = cfg->config_path = cfg->models_dir = NULL;
-    cfg->max_concurrent_env = cfg->pressure_file = cfg->meminfo_file = NULL;
+    cfg->max_concurrent_env = cfg->pressure_file = cfg->meminfo_file = cfg->state_dir = NULL;
     for (int i = 0; i < cfg->n_preload; i++)
         free(cfg->preload[i]);
     free(cfg->preload);
     cfg->preload = NULL;
     cfg->n_preload = 0;
     for (int i = 0; i < cfg->n_models && i < CONFIG_MAX_MODELS; i++) {
-        free(cfg->models[i].path);
-        free(cfg->models[i].chat_template);
-        cfg->models[i].path = cfg->models[i].chat_template = NULL;
+        struct config_model *m = &cfg->models[i];
+        free(m->path);
+        free(m->chat_template);
+        free(m->command);
+        free(m->health_path);
+        free(m->upstream);
+        free(m->upstream_model);
+        free(m->upstream_api_key);
+        m->path = m->chat_template = m->command = m->health_path = NULL;
+        m->upstream = m->upstream_model = m->upstream_api_key = NULL;
     }
     cfg->n_models = 0;
 }

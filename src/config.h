@@ -10,9 +10,13 @@
  *                     body_limit, http_threads, log_level, n_gpu_layers, batch,
  *                     models_dir, memory_budget, max_models, keep_alive,
  *                     load_timeout, max_concurrent, queue_timeout,
- *                     pressure_file, meminfo_file
- *   [model.ID]        path (required), parallel, ctx, threads, n_gpu_layers,
- *                     chat_template, batch, preload, keep_alive
+ *                     pressure_file, meminfo_file, state_dir
+ *   [model.ID]        path (required unless command or upstream), parallel,
+ *                     ctx, threads, n_gpu_layers, chat_template, batch,
+ *                     preload, keep_alive; a child server: command,
+ *                     health_path, startup_timeout, memory_estimate; remote
+ *                     replicas: upstream, upstream_model, upstream_api_key,
+ *                     health_path
  * Environment: CORRAL_CONFIG, CORRAL_HOST, CORRAL_PORT, CORRAL_THREADS,
  *   CORRAL_PARALLEL, CORRAL_CTX, CORRAL_API_KEY, CORRAL_QUEUE_SIZE,
  *   CORRAL_BODY_LIMIT, CORRAL_HTTP_THREADS, CORRAL_LOG_LEVEL,
@@ -64,6 +68,17 @@ struct config_model {
     bool preload;           /* load at start; default false */
     int64_t keep_alive_ms;  /* idle time before unloading, ms; -1 = forever,
                              * 0 = as soon as idle, -2 (default) = inherit */
+    /* A supervised child server: started with `command` (split into argv
+     * without a shell; {port} and {model} substituted, {model} being path
+     * when set, else the id), ready when health_path answers 200. */
+    char *command;            /* NULL = not a child */
+    char *health_path;        /* NULL = "/health"; child and upstream */
+    int64_t startup_timeout_ms; /* default 120 s */
+    size_t memory_estimate;   /* bytes counted against the budget (child) */
+    /* Remote replicas of an OpenAI-compatible server: "URL[, URL...]". */
+    char *upstream;           /* NULL = not an upstream */
+    char *upstream_model;     /* the model name sent upstream; NULL = the id */
+    char *upstream_api_key;   /* sent as a Bearer token; NULL = none */
 };
 
 struct config {
@@ -99,6 +114,7 @@ struct config {
                                * 0 = never wait */
     char *pressure_file; /* PSI memory file; default /proc/pressure/memory */
     char *meminfo_file;  /* default /proc/meminfo */
+    char *state_dir;     /* child logs go to state_dir/logs; NULL = $XDG_STATE_HOME/corral */
     char **preload;      /* ids from CORRAL_PRELOAD then --preload (both
                           * count), deduplicated, in order; valid ids but not
                           * checked against models (models_dir models are

@@ -29,6 +29,8 @@ struct engine_req {
     struct capacity *permit; /* gate of the permit this request holds, or NULL */
 
     struct api_request in;
+    char *body;
+    size_t body_len;
 
     /* guarded by mu */
     enum engine_req_state state;
@@ -74,6 +76,7 @@ void engine_req_release(struct engine_req *r) {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
     if (r->permit) capacity_release(r->permit);
     api_request_free(&r->in);
+    free(r->body);
     buf_free(&r->out);
     free(r->tokens);
     for (size_t i = 0; i < r->n_lists; i++) free(r->lists[i]);
@@ -86,6 +89,17 @@ void engine_req_release(struct engine_req *r) {
 }
 
 const struct api_request *engine_req_input(const struct engine_req *r) { return &r->in; }
+
+void engine_req_set_body(struct engine_req *r, char *body, size_t len) {
+    free(r->body);
+    r->body = body;
+    r->body_len = len;
+}
+
+const char *engine_req_body(const struct engine_req *r, size_t *len) {
+    *len = r->body_len;
+    return r->body;
+}
 
 void engine_req_set_notify(struct engine_req *r, engine_notify_fn fn, void *ctx) {
     pthread_mutex_lock(&r->mu);

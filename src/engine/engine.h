@@ -39,6 +39,17 @@ struct capacity;
 struct engine;
 struct engine_req;
 
+#define ENGINE_MAX_REPLICAS 8
+
+/* One upstream replica of a proxied model, as the admin API shows it. */
+struct engine_replica {
+    char url[160];
+    bool healthy;
+    int outstanding;
+    int64_t requests;
+    int64_t failures;
+};
+
 /* Snapshot of an engine's load, for /health and the admin API. */
 struct engine_stats {
     int slots_total;
@@ -51,6 +62,13 @@ struct engine_stats {
     int64_t tokens_generated;
     int64_t tokens_cached; /* prompt tokens served from a slot's KV cache */
     uint64_t memory_bytes; /* model + context buffers, as far as known */
+    /* supervised child server (pid 0 = none) */
+    int pid;
+    int port;
+    char log_path[256];
+    /* remote replicas (proxied models) */
+    int n_replicas;
+    struct engine_replica replicas[ENGINE_MAX_REPLICAS];
 };
 
 struct engine_ops {
@@ -69,6 +87,9 @@ struct engine_ops {
     void (*stop)(struct engine *e);
     /* Stop (if not yet) and free everything. */
     void (*free)(struct engine *e);
+    /* false once the engine can no longer serve on its own account (its
+     * child server exited); NULL = always alive. */
+    bool (*alive)(struct engine *e);
 };
 
 /* Base of every backend's engine struct (the first member). */
@@ -85,6 +106,8 @@ static inline void engine_stop(struct engine *e) { e->ops->stop(e); }
 static inline void engine_free(struct engine *e) {
     if (e) e->ops->free(e);
 }
+static inline bool engine_alive(struct engine *e) { return !e->ops->alive || e->ops->alive(e); }
+static inline const char *engine_backend(const struct engine *e) { return e->ops->name; }
 
 /* ------------------------------------------------------------ the request */
 
@@ -104,6 +127,10 @@ void engine_req_release(struct engine_req *r);
 
 /* The parsed request (read-only for both parties after submit). */
 const struct api_request *engine_req_input(const struct engine_req *r);
+/* The request body as the client sent it (JSON text), for backends that
+ * forward it; r takes over body (malloc'd). NULL/0 until set. */
+void engine_req_set_body(struct engine_req *r, char *body, size_t len);
+const char *engine_req_body(const struct engine_req *r, size_t *len);
 
 /* Transport side ---------------------------------------------------------- */
 

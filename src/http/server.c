@@ -301,6 +301,7 @@ static enum MHD_Result http__health(struct http_server *s, struct MHD_Connection
         json_t *m = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i}", "id", mi.id, "status",
                               pool_status_name(mi.status), "slots_busy", mi.stats.slots_busy, "slots_total",
                               mi.stats.slots_total, "queued", mi.stats.queued, "in_flight", mi.in_flight);
+        if (m) json_object_set_new(m, "backend", json_string(mi.backend));
         if (m && mi.error[0]) json_object_set_new(m, "error", json_string(mi.error));
         if (m && mi.mem_estimated) json_object_set_new(m, "memory_estimated", json_integer((json_int_t)mi.mem_estimated));
         if (m && mi.mem_measured) json_object_set_new(m, "memory_measured", json_integer((json_int_t)mi.mem_measured));
@@ -437,6 +438,22 @@ static json_t *http__model_json(const struct pool_model_info *mi) {
                           (json_int_t)(mi->keep_alive_ms < 0 ? -1 : mi->keep_alive_ms / 1000), "load_ms",
                           (json_int_t)mi->load_ms, "load_progress", (double)mi->load_progress);
     if (!m) return NULL;
+    json_object_set_new(m, "backend", json_string(mi->backend));
+    if (mi->stats.pid > 0) {
+        json_object_set_new(m, "pid", json_integer(mi->stats.pid));
+        json_object_set_new(m, "port", json_integer(mi->stats.port));
+    }
+    if (mi->stats.log_path[0]) json_object_set_new(m, "log", json_string(mi->stats.log_path));
+    if (mi->stats.n_replicas > 0) {
+        json_t *ups = json_array();
+        for (int i = 0; i < mi->stats.n_replicas && ups; i++) {
+            const struct engine_replica *r = &mi->stats.replicas[i];
+            json_array_append_new(ups, json_pack("{s:s, s:b, s:i, s:I, s:I}", "url", r->url, "healthy", r->healthy,
+                                                 "outstanding", r->outstanding, "requests", (json_int_t)r->requests,
+                                                 "failures", (json_int_t)r->failures));
+        }
+        json_object_set_new(m, "upstreams", ups);
+    }
     if (mi->error[0]) json_object_set_new(m, "error", json_string(mi->error));
     if (mi->last_used_ms > 0)
         json_object_set_new(m, "last_used",
@@ -722,7 +739,6 @@ static enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
     k->kind = k->route->id == R_CHAT ? API_CHAT : k->route->id == R_COMPLETIONS ? API_COMPLETION : API_EMBEDDING;
     if (api_request_parse(k->kind, k->body.data ? k->body.data : "", k->body.len, &in, &err) != CORRAL_OK)
         return http__reply_error(k->mhd, &err, NULL);
-    buf_free(&k->body);
 
     k->model = strdup(in.model);
     k->stream = in.stream && k->kind != API_EMBEDDING;
@@ -734,6 +750,10 @@ static enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
         api_request_free(&in);
         return http__reply_json(k->mhd, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
     }
+    size_t body_len = 0;
+    char *body = buf_steal(&k->body, &body_len); /* kept for backends that forward it */
+    buf_free(&k->body);
+    engine_req_set_body(k->req, body, body_len);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(k->mhd, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci) engine_req_set_fd(k->req, ci->connect_fd);
     engine_req_set_notify(k->req, http__resume, k->mhd);

@@ -32,6 +32,8 @@
 
 #include "capacity/capacity.h"
 #include "engine/llama_engine.h"
+#include "engine/proxy_engine.h"
+#include "engine/supervisor.h"
 #include "pool/estimate.h"
 #include "pool/lru.h"
 #include "util/buf.h"
@@ -49,9 +51,21 @@
  * least recently used busy model, so its requests drain and it can leave:
  * a loaded model's waiting requests go first, but no model starves. */
 #define POOL_STARVE_MS 2000
+/* A child server that crashes this often within POOL_CRASH_WINDOW_MS is
+ * not restarted at once: it gets the load-failure cooldown. */
+#define POOL_CRASH_LOOP 3
+#define POOL_CRASH_WINDOW_MS (5 * 60 * 1000)
+/* The loader looks at proxied models at least this often (a child's exit
+ * is signalled without the pool's lock, so a wake-up may be missed). */
+#define POOL_PROXY_CHECK_MS 1000
+
+enum pool_backend { POOL_LLAMA = 0, POOL_CHILD, POOL_UPSTREAM };
 
 struct pool_model {
     char *id;
+    enum pool_backend backend;
+    int crashes;          /* child exits in the current crash window */
+    int64_t first_crash_ms;
     char *path;
     struct config_model cfg; /* resolved; strings borrowed from cfg or owned (dir models) */
     char *owned_path;
@@ -96,6 +110,8 @@ struct pool {
     size_t n, cap;
     int64_t last_scan_ms;
 
+    char *log_dir; /* child servers' logs */
+    _Atomic bool proxy_dead; /* a child exited: the loader should look */
     uint64_t budget;
     uint64_t used;
     int max_models;
@@ -139,6 +155,7 @@ static struct pool_model *pool__find(struct pool *p, const char *id) {
 /* true if the model's file is no longer the one that was loaded (device,
  * inode, size or mtime changed, or it is gone). */
 static bool pool__file_changed(const struct pool_model *m) {
+    if (m->backend != POOL_LLAMA) return false;
     struct stat st;
     if (stat(m->path, &st) != 0) return false; /* gone: keep serving what is loaded */
     return st.st_dev != m->file_dev || st.st_ino != m->file_ino || st.st_size != m->file_size ||
@@ -168,6 +185,11 @@ static struct pool_model *pool__add(struct pool *p, const struct config_model *r
     struct pool_model *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     m->cfg = *resolved;
+    m->backend = resolved->command ? POOL_CHILD : resolved->upstream ? POOL_UPSTREAM : POOL_LLAMA;
+    if (!path) { /* shown as the model's path in listings */
+        path = resolved->command ? resolved->command : resolved->upstream ? resolved->upstream : "";
+        own_path = true;
+    }
     m->id = strdup(resolved->id);
     m->owned_path = own_path ? strdup(path) : NULL;
     m->path = own_path ? m->owned_path : (char *)path;
@@ -269,6 +291,16 @@ struct pool *pool_new(const struct config *cfg, struct capacity *gate, struct co
     pthread_cond_init(&p->cv, &ca);
     pthread_condattr_destroy(&ca);
     p->budget = cfg->memory_budget ? (uint64_t)cfg->memory_budget : pool__auto_budget();
+    atomic_init(&p->proxy_dead, false);
+    char state[PATH_MAX - 8];
+    if (cfg->state_dir)
+        snprintf(state, sizeof state, "%s", cfg->state_dir);
+    else if (supervisor_state_dir(state, sizeof state) != 0)
+        snprintf(state, sizeof state, "%s", "/tmp/corral");
+    size_t ll = strlen(state) + 8;
+    p->log_dir = malloc(ll);
+    if (!p->log_dir) goto nomem;
+    snprintf(p->log_dir, ll, "%s/logs", state);
     p->max_models = cfg->max_models > 0 ? cfg->max_models : 8;
     llama_engine_global_init();
     for (int i = 0; i < cfg->n_models; i++) {
@@ -345,6 +377,7 @@ void pool_free(struct pool *p) {
         free(m);
     }
     free(p->models);
+    free(p->log_dir);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p);
@@ -410,6 +443,11 @@ enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req
             m->pins++;
             m->last_used_ms = now;
         }
+    }
+    if (m->status == POOL_LOADED && !m->draining && !engine_alive(m->engine)) {
+        /* its child server exited: this request waits for the respawn */
+        m->draining = true;
+        pthread_cond_broadcast(&p->cv);
     }
     if (m->status == POOL_LOADED && !m->draining) {
         struct engine *e = m->engine;
@@ -522,6 +560,7 @@ static void pool__undrain(struct pool *p) {
     for (size_t i = 0; i < p->n; i++) {
         struct pool_model *d = p->models[i];
         if (!d->draining) continue;
+        if (d->engine && !engine_alive(d->engine)) continue; /* waits for its respawn */
         d->draining = false;
         if (d->status != POOL_LOADED || d->n_pending == 0) continue;
         struct engine_req **pend = d->pending;
@@ -543,6 +582,14 @@ static size_t pool__index(struct pool *p, const struct pool_model *m) {
     return p->n;
 }
 
+/* A child server exited (called from its engine's thread, without the
+ * pool's lock, which a stopping pool may hold while joining that thread). */
+static void pool__on_dead(void *ctx) {
+    struct pool *p = ctx;
+    atomic_store(&p->proxy_dead, true);
+    pthread_cond_broadcast(&p->cv);
+}
+
 static void pool__on_progress(float fraction, void *ctx) {
     struct pool_model *m = ctx;
     atomic_store(&m->progress_permille, (int)(fraction * 1000));
@@ -555,14 +602,19 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     corral_err_clear(&err);
     /* estimate from the header */
     struct estimate est;
-    struct estimate_params ep = {.n_slots = m->slots, .ctx_per_slot = m->cfg.ctx, .n_batch = m->cfg.batch};
-    char eerr[256];
-    pthread_mutex_unlock(&p->mu);
-    int erc = estimate_gguf(m->path, &ep, &est, eerr, sizeof eerr);
-    pthread_mutex_lock(&p->mu);
-    if (erc != 0) {
-        corral_err_set(&err, CORRAL_UNAVAILABLE, "model", "model '%s' (%s): %s", m->id, m->path, eerr);
-        goto failed;
+    memset(&est, 0, sizeof est);
+    if (m->backend == POOL_LLAMA) {
+        struct estimate_params ep = {.n_slots = m->slots, .ctx_per_slot = m->cfg.ctx, .n_batch = m->cfg.batch};
+        char eerr[256];
+        pthread_mutex_unlock(&p->mu);
+        int erc = estimate_gguf(m->path, &ep, &est, eerr, sizeof eerr);
+        pthread_mutex_lock(&p->mu);
+        if (erc != 0) {
+            corral_err_set(&err, CORRAL_UNAVAILABLE, "model", "model '%s' (%s): %s", m->id, m->path, eerr);
+            goto failed;
+        }
+    } else if (m->backend == POOL_CHILD) {
+        est.total_bytes = m->cfg.memory_estimate; /* what the operator says it takes */
     }
     if (est.total_bytes > p->budget) {
         corral_err_set(&err, CORRAL_UNAVAILABLE, "model",
@@ -650,6 +702,23 @@ static void pool__load(struct pool *p, struct pool_model *m) {
         .chat_template = m->cfg.chat_template,
         .out_cap = POOL_OUT_CAP,
     };
+    struct proxy_engine_params pp = {
+        .id = m->id,
+        .parallel = m->slots,
+        .queue_size = p->cfg->queue_size,
+        .gate = p->gate,
+        .out_cap = POOL_OUT_CAP,
+        .health_path = m->cfg.health_path,
+        .command = m->cfg.command,
+        .model_path = m->cfg.path,
+        .log_dir = p->log_dir,
+        .startup_timeout_ms = m->cfg.startup_timeout_ms,
+        .upstream = m->cfg.upstream,
+        .upstream_model = m->cfg.upstream_model,
+        .api_key = m->cfg.upstream_api_key,
+        .dead = pool__on_dead,
+        .dead_ctx = p,
+    };
     if (m->slots < m->cfg.parallel)
         log_info("model %s: %d slots, not %d: the host runs %d generations at once (max_concurrent, "
                  "CORRAL_MAX_CONCURRENT)", m->id, m->slots, m->cfg.parallel, m->slots);
@@ -658,7 +727,7 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     lp.progress_ctx = m;
     int64_t t0 = time_now_ms();
     uint64_t rss0 = pool__rss();
-    struct engine *e = llama_engine_open(&lp, &err);
+    struct engine *e = m->backend == POOL_LLAMA ? llama_engine_open(&lp, &err) : proxy_engine_open(&pp, &err);
     uint64_t rss1 = pool__rss();
     pthread_mutex_lock(&p->mu);
     if (!e) {
@@ -720,8 +789,53 @@ static void *pool__loader(void *arg) {
         /* idle models past their keep_alive, and admin unloads whose last
          * request has ended */
         int64_t next = now + 60000;
+        atomic_store(&p->proxy_dead, false);
         for (size_t i = 0; i < p->n; i++) {
             struct pool_model *m = p->models[i];
+            if (m->status == POOL_LOADED && m->backend != POOL_LLAMA && now + POOL_PROXY_CHECK_MS < next)
+                next = now + POOL_PROXY_CHECK_MS;
+            if (m->status == POOL_LOADED && !engine_alive(m->engine)) {
+                /* its child server exited: new requests wait on the pending
+                 * list; once the failed ones have let go, unload it, and
+                 * the waiting requests start it again */
+                m->draining = true;
+                if (m->pins - (int)m->n_pending > 0) continue;
+                if (now - m->first_crash_ms > POOL_CRASH_WINDOW_MS) {
+                    m->first_crash_ms = now;
+                    m->crashes = 0;
+                }
+                m->crashes++;
+                struct engine *e = pool__unload(p, m, "its server exited");
+                if (m->crashes >= POOL_CRASH_LOOP) {
+                    /* a crash loop: cool down like a failed load */
+                    m->status = POOL_FAILED;
+                    snprintf(m->error, sizeof m->error, "its server exited %d times in %d minutes", m->crashes,
+                             POOL_CRASH_WINDOW_MS / 60000);
+                    m->fail_until_ms = now + m->backoff_ms;
+                    m->backoff_ms = m->backoff_ms * 2 > POOL_COOLDOWN_MAX_MS ? POOL_COOLDOWN_MAX_MS : m->backoff_ms * 2;
+                    m->crashes = 0;
+                    struct corral_err cerr;
+                    corral_err_set(&cerr, CORRAL_UNAVAILABLE, "model",
+                                   "the model '%s' keeps crashing (%s); retrying in %lld s", m->id, m->error,
+                                   (long long)((m->fail_until_ms - now) / 1000));
+                    log_error("%s", cerr.message);
+                    struct engine_req **pend = m->pending;
+                    size_t np = m->n_pending;
+                    m->pending = NULL;
+                    m->n_pending = 0;
+                    pthread_mutex_unlock(&p->mu);
+                    pool__fail_all(pend, np, &cerr);
+                    engine_free(e);
+                    pthread_mutex_lock(&p->mu);
+                } else {
+                    pthread_mutex_unlock(&p->mu);
+                    engine_free(e);
+                    pthread_mutex_lock(&p->mu);
+                }
+                i = (size_t)-1; /* the registry may have changed: start over */
+                now = time_now_ms();
+                continue;
+            }
             if (m->status != POOL_LOADED || m->pins > 0) continue;
             if (m->keep_alive_ms < 0 && !m->unload_requested) continue;
             int64_t due = m->unload_requested ? now : m->last_used_ms + m->keep_alive_ms;
@@ -748,6 +862,7 @@ static void *pool__loader(void *arg) {
             pool__load(p, todo);
             continue;
         }
+        if (atomic_load(&p->proxy_dead)) continue;
         struct timespec ts;
         time_deadline_ms(&ts, next - now > 0 ? next - now : 1);
         pthread_cond_timedwait(&p->cv, &p->mu, &ts);
@@ -895,6 +1010,7 @@ int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
                          : m->status == POOL_LOADING ? atomic_load(&m->progress_permille) / 1000.0f
                                                      : 0.0f;
     out->slots = m->slots;
+    out->backend = m->backend == POOL_CHILD ? "child" : m->backend == POOL_UPSTREAM ? "upstream" : "llama";
     out->waiting_for_load = (int)m->n_pending;
     if (m->engine) engine_stats(m->engine, &out->stats);
     out->stats.requests_total += m->acc.requests_total;

@@ -33,7 +33,8 @@ enum pool_model_status { POOL_UNLOADED = 0, POOL_LOADING, POOL_LOADED, POOL_FAIL
 
 struct pool_model_info {
     const char *id;     /* borrowed: valid until pool_free */
-    const char *path;   /* borrowed */
+    const char *path;   /* borrowed; a child's command or the upstream URLs for proxied models */
+    const char *backend; /* "llama" (in-process), "child" (a server corral runs) or "upstream" */
     enum pool_model_status status;
     char error[CORRAL_ERR_MSG_MAX]; /* last load error, "" if none */
     int64_t created;    /* wall-clock seconds the model was registered */

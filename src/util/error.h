@@ -25,6 +25,7 @@
     X(TOO_LARGE,          413, "invalid_request_error", "request_too_large")                  \
     X(OVERLOADED,         503, "server_error",          "server_overloaded")                  \
     X(UNAVAILABLE,        503, "server_error",          "model_unavailable")                  \
+    X(BAD_GATEWAY,        502, "server_error",          "upstream_error")                     \
     X(TIMEOUT,            504, "server_error",          "timeout")                            \
     X(CANCELLED,          499, "server_error",          "cancelled")                          \
     X(ENGINE,             500, "server_error",          "engine_error")                       \
