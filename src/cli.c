@@ -428,6 +428,18 @@ int cli_ps(int argc, char **argv) {
                ago, ka);
         const char *err = jstr(m, "error", NULL);
         if (err && *err) printf("%*s  error: %s\n", idw, "", err);
+        if (jint(m, "pid", 0) > 0)
+            printf("%*s  child pid %lld, port %lld, log %s\n", idw, "", (long long)jint(m, "pid", 0),
+                   (long long)jint(m, "port", 0), jstr(m, "log", "-"));
+        json_t *ups = json_object_get(m, "upstreams");
+        size_t k;
+        json_t *u;
+        json_array_foreach(ups, k, u) {
+            printf("%*s  upstream %s %s, %lld in flight, %lld requests, %lld failures\n", idw, "",
+                   jstr(u, "url", "?"), json_is_true(json_object_get(u, "healthy")) ? "healthy" : "EJECTED",
+                   (long long)jint(u, "outstanding", 0), (long long)jint(u, "requests", 0),
+                   (long long)jint(u, "failures", 0));
+        }
     }
     resp_free(&r);
     rc = CLI_OK;

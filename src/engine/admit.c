@@ -216,7 +216,6 @@ int admit_take(struct admit *a, int idle, struct engine_req **out, int max, uint
                          a->p.id, (long long)(wait / 1000), capacity_host(gate), capacity_effective(gate),
                          capacity_free_permits(gate), idle - 1, waitq_len(&a->queue));
         }
-        engine_req_set_running(r);
         out[n] = r;
     }
     admit__sweep(a, true);

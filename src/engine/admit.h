@@ -66,9 +66,9 @@ void admit_free(struct admit *a);
 enum corral_status admit_submit(struct admit *a, struct engine_req *r, int busy, struct corral_err *err);
 
 /* Scheduler side. Fill out[] (at most max) with the requests that start
- * now, in queue order, given `idle` free slots: each is marked RUNNING and
- * holds a permit (given back when it is freed); the caller owns the
- * queue's reference. *seen gets the news counter to pass to admit_wait.
+ * now, in queue order, given `idle` free slots: each holds a permit (given
+ * back when it is freed); the caller owns the queue's reference and marks
+ * it RUNNING (engine_req_set_running) once it has really started. *seen gets the news counter to pass to admit_wait.
  * Never blocks on other requests. */
 int admit_take(struct admit *a, int idle, struct engine_req **out, int max, uint64_t *seen);
 /* Sleep until news after `seen` (submit, grant, stop) or timeout_ms (-1 =

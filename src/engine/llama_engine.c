@@ -463,6 +463,7 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     atomic_fetch_add(&e->busy, 1);
     atomic_fetch_add(&e->st_cached, lcp);
     atomic_fetch_add(&e->st_prompt, (int64_t)np);
+    engine_req_set_running(r);
 }
 
 /* Poll the sockets of the running requests for hang-ups and cancel those
@@ -626,9 +627,10 @@ static void *llama_engine__run(void *arg) {
         int idle = e->n_slots - atomic_load(&e->busy);
         int n = admit_take(&e->admit, idle, e->took, idle + 1, &seen);
         for (int i = 0; i < n; i++) {
-            if (engine_req_input(e->took[i])->kind == API_EMBEDDING)
+            if (engine_req_input(e->took[i])->kind == API_EMBEDDING) {
                 embed_req = e->took[i]; /* at most one per take */
-            else
+                engine_req_set_running(embed_req);
+            } else
                 llama_engine__admit(e, e->took[i]);
         }
         if (atomic_load(&e->busy) == 0 && !embed_req) {

@@ -19,6 +19,10 @@
  * curl_multi_poll; a submit or a granted permit wakes it with
  * curl_multi_wakeup.
  *
+ * A stream's client gets its 200 only once the upstream has answered with
+ * one (engine_req_set_running), so a request that fails before that, on
+ * every replica, gets a plain HTTP error.
+ *
  * Replicas are chosen by least outstanding requests among the healthy ones.
  * A replica that fails a connection or a health check is ejected and checked
  * every second until it answers 200 again; healthy ones are checked every
@@ -277,6 +281,8 @@ static size_t proxy__on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
     size_t n = size * nmemb;
     long code = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    /* the client's answer starts (200 and headers) once the upstream's has */
+    if (code < 400) engine_req_set_running(x->req);
     if (code >= 400 || !x->sse) {
         if (buf_append(&x->whole, ptr, n) != 0) {
             if (code >= 400) return n; /* the start of an error body is enough */
