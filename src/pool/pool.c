@@ -540,16 +540,22 @@ static struct lru_entry *pool__lru_view(struct pool *p) {
         /* a draining model's pending requests wait for its reload: they do
          * not keep it loaded */
         v[i].pins = m->pins - (m->draining ? (int)m->n_pending : 0);
-        v[i].resident = m->status == POOL_LOADED;
-        v[i].counted = m->status == POOL_LOADED || (m->status == POOL_LOADING && m->est);
+        /* an upstream model holds no memory here: it neither counts nor
+         * makes room when unloaded */
+        bool local = m->backend != POOL_UPSTREAM;
+        v[i].resident = local && m->status == POOL_LOADED;
+        v[i].counted = local && (m->status == POOL_LOADED || (m->status == POOL_LOADING && m->est));
     }
     return v;
 }
 
 static int pool__n_resident(struct pool *p) {
     int n = 0;
-    for (size_t i = 0; i < p->n; i++)
-        if (p->models[i]->status == POOL_LOADED || (p->models[i]->status == POOL_LOADING && p->models[i]->est)) n++;
+    for (size_t i = 0; i < p->n; i++) {
+        const struct pool_model *m = p->models[i];
+        if (m->backend == POOL_UPSTREAM) continue;
+        if (m->status == POOL_LOADED || (m->status == POOL_LOADING && m->est)) n++;
+    }
     return n;
 }
 
@@ -630,6 +636,7 @@ static void pool__load(struct pool *p, struct pool_model *m) {
             corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the server is shutting down");
             goto failed;
         }
+        if (m->backend == POOL_UPSTREAM) break; /* takes no room here */
         struct lru_entry *view = pool__lru_view(p);
         if (!view) {
             corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
