@@ -64,6 +64,8 @@
 /* Logical batch: the most tokens one decode call takes when no stream is
  * waiting on it (llama.cpp splits it into physical batches of `batch`). */
 #define LLAMA_ENGINE_MAX_BATCH 2048
+/* Fewest extra prefix tokens worth copying another slot's KV stream for. */
+#define LLAMA_ENGINE_MIN_COPY 64
 /* Longest a token's text can be (pieces are short; this bounds a stack buffer). */
 #define LLAMA_ENGINE_PIECE_MAX 256
 
@@ -102,6 +104,7 @@ struct slot {
 
     int64_t t_admit_us;
     int64_t last_used_us;
+    bool copy_pending; /* its KV was just copied from another slot (applied at the next decode) */
 };
 
 struct llama_engine {
@@ -441,9 +444,34 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
         engine_req_release(r);
         return;
     }
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    /* A longer prefix held by another slot, busy or idle, is copied instead
+     * of computed (eight clients with one system prompt compute it once).
+     * Across KV streams llama.cpp copies a whole stream (done before the
+     * next decode); the tail past the common prefix is dropped below. A
+     * slot that is itself a copy's target this step is not a source. */
+    struct slot *src = NULL;
+    int src_lcp = best_lcp;
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *o = &e->slots[i];
+        if (o == s || o->copy_pending) continue;
+        int l = 0;
+        while (l < o->n_cache && (size_t)l < np && o->cache[l] == p[l]) l++;
+        if (l > src_lcp) {
+            src = o;
+            src_lcp = l;
+        }
+    }
+    if (src && src_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY) {
+        llama_memory_seq_cp(mem, src->seq, s->seq, -1, -1);
+        memcpy(s->cache, src->cache, (size_t)src_lcp * sizeof *s->cache);
+        s->n_cache = src_lcp;
+        s->copy_pending = true;
+        best_lcp = src_lcp;
+        log_debug("model %s: slot %d takes a %d-token prefix from slot %d", e->id, s->seq, src_lcp, src->seq);
+    }
     int lcp = best_lcp;
     if ((size_t)lcp >= np) lcp = (int)np - 1; /* recompute the last token for its logits */
-    llama_memory_t mem = llama_get_memory(e->ctx);
     if (!llama_memory_seq_rm(mem, s->seq, lcp, -1)) {
         llama_memory_seq_rm(mem, s->seq, -1, -1);
         lcp = 0;
@@ -706,7 +734,8 @@ static void *llama_engine__run(void *arg) {
             }
             continue;
         }
-        /* the batch's tokens are now in the KV cache */
+        /* the batch's tokens are now in the KV cache, and pending copies done */
+        for (int i = 0; i < e->n_slots; i++) e->slots[i].copy_pending = false;
         for (int i = 0; i < b->n_tokens; i++) {
             struct slot *s = &e->slots[b->seq_id[i][0]];
             s->cache[b->pos[i]] = b->token[i];
