@@ -105,6 +105,13 @@ struct slot {
     int64_t t_admit_us;
     int64_t last_used_us;
     bool copy_pending; /* its KV was just copied from another slot (applied at the next decode) */
+    /* Waiting for another slot to compute a shared prefix, to copy it then:
+     * wait_src, still on the request of admission wait_epoch, must reach
+ * wait_lcp cached tokens. */
+    struct slot *wait_src;
+    uint64_t wait_epoch;
+    int wait_lcp;
+    uint64_t epoch; /* bumped at every admission: tells one request of a slot from the next */
 };
 
 struct llama_engine {
@@ -411,6 +418,25 @@ static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum 
     atomic_fetch_sub(&e->busy, 1);
 }
 
+/* Length of the common prefix of two token arrays. */
+static int llama_engine__lcp(const int32_t *a, int na, const int32_t *b, int nb) {
+    int n = na < nb ? na : nb, l = 0;
+    while (l < n && a[l] == b[l]) l++;
+    return l;
+}
+
+/* Make s's sequence a copy of src's first n tokens (the copy itself is done
+ * by llama.cpp before the next decode). */
+static void llama_engine__copy_prefix(struct llama_engine *e, struct slot *s, struct slot *src, int n) {
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    llama_memory_seq_cp(mem, src->seq, s->seq, -1, -1);
+    llama_memory_seq_rm(mem, s->seq, n, -1);
+    memcpy(s->cache, src->cache, (size_t)n * sizeof *s->cache);
+    s->n_cache = n;
+    s->copy_pending = true;
+    log_debug("model %s: slot %d takes a %d-token prefix from slot %d", e->id, s->seq, n, src->seq);
+}
+
 /* Put r (taken from the queue, holding a permit) into an idle slot, reusing
  * the longest cached prefix. If it cannot start (no idle slot, no sampler)
  * r is failed and released. */
@@ -450,25 +476,35 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
      * Across KV streams llama.cpp copies a whole stream (done before the
      * next decode); the tail past the common prefix is dropped below. A
      * slot that is itself a copy's target this step is not a source. */
-    struct slot *src = NULL;
-    int src_lcp = best_lcp;
+    struct slot *src = NULL, *pend = NULL;
+    int src_lcp = best_lcp, pend_lcp = best_lcp;
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *o = &e->slots[i];
         if (o == s || o->copy_pending) continue;
-        int l = 0;
-        while (l < o->n_cache && (size_t)l < np && o->cache[l] == p[l]) l++;
+        int l = llama_engine__lcp(o->cache, o->n_cache, p, (int)np);
         if (l > src_lcp) {
             src = o;
             src_lcp = l;
         }
+        /* a prompt being computed now that shares more: wait for it */
+        if (o->state == SLOT_PROMPT && !o->wait_src) {
+            int lp = llama_engine__lcp(o->prompt, o->n_prompt, p, (int)np);
+            if (lp > pend_lcp) {
+                pend = o;
+                pend_lcp = lp;
+            }
+        }
     }
-    if (src && src_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY) {
-        llama_memory_seq_cp(mem, src->seq, s->seq, -1, -1);
-        memcpy(s->cache, src->cache, (size_t)src_lcp * sizeof *s->cache);
-        s->n_cache = src_lcp;
-        s->copy_pending = true;
+    s->wait_src = NULL;
+    if (src && src_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY && src_lcp >= pend_lcp) {
+        llama_engine__copy_prefix(e, s, src, src_lcp);
         best_lcp = src_lcp;
-        log_debug("model %s: slot %d takes a %d-token prefix from slot %d", e->id, s->seq, src_lcp, src->seq);
+    } else if (pend && pend_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY) {
+        /* several requests with one system prompt arrived together: this
+         * one starts once the other has computed the shared part */
+        s->wait_src = pend;
+        s->wait_epoch = pend->epoch;
+        s->wait_lcp = pend_lcp;
     }
     int lcp = best_lcp;
     if ((size_t)lcp >= np) lcp = (int)np - 1; /* recompute the last token for its logits */
@@ -486,6 +522,7 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     s->ignore_eos = in->sampling.ignore_eos;
     s->i_batch = -1;
     s->t_admit_us = time_now_us();
+    s->epoch++;
     stopmatch_init(&s->stop, (const char *const *)in->sampling.stop, in->sampling.n_stop);
     s->state = SLOT_PROMPT;
     atomic_fetch_add(&e->busy, 1);
@@ -703,6 +740,20 @@ static void *llama_engine__run(void *arg) {
         for (int i = 0; i < e->n_slots && budget > 0; i++) {
             struct slot *s = &e->slots[i];
             if (s->state != SLOT_PROMPT) continue;
+            if (s->wait_src) {
+                struct slot *src = s->wait_src;
+                if (src->epoch != s->wait_epoch || src->state == SLOT_IDLE) {
+                    s->wait_src = NULL; /* it went away: compute the prefix here */
+                } else if (src->n_cache >= s->wait_lcp && !src->copy_pending) {
+                    int shared = s->wait_lcp < s->n_prompt ? s->wait_lcp : s->n_prompt - 1;
+                    llama_engine__copy_prefix(e, s, src, shared);
+                    atomic_fetch_add(&e->st_cached, shared - s->n_reused);
+                    s->n_reused = shared;
+                    s->wait_src = NULL;
+                } else {
+                    continue; /* not there yet */
+                }
+            }
             int left = s->n_prompt - s->n_cache;
             int take = left < budget ? left : budget;
             for (int k = 0; k < take; k++) {

@@ -51,3 +51,33 @@ def test_short_shared_prefix_is_not_copied(make_server):
     assert r.status_code == 200
     assert r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     t.join(90)
+
+
+def test_simultaneous_requests_compute_a_shared_prefix_once(make_server):
+    """Four requests with one long system prompt arrive together: one
+    computes the prefix, the other three copy it once it is there, and
+    every answer is the one a fresh server gives."""
+    srv = make_server(server_args(parallel=4, ctx=4096))
+    fresh = make_server(server_args(parallel=1, ctx=4096))
+    srv.wait_loaded()
+    fresh.wait_loaded()
+    bodies = [completion_body(SYSTEM + "Question number %d, please?" % i, max_tokens=16) for i in range(4)]
+    out = [None] * 4
+
+    def one(i):
+        out[i] = srv.post(COMP, bodies[i], timeout=60)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r is not None and r.status_code == 200 for r in out), out
+    cached = sorted(r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] for r in out)
+    prompt = out[0].json()["usage"]["prompt_tokens"]
+    # the first computes it; each of the others reuses (nearly) all of it
+    assert cached[0] == 0, cached
+    assert all(c >= prompt - 12 for c in cached[1:]), (cached, prompt)
+    for i in range(4):
+        ref = fresh.post(COMP, bodies[i])
+        assert out[i].json()["choices"][0]["text"] == ref.json()["choices"][0]["text"], i
