@@ -379,6 +379,7 @@ static void http__view_take(struct http_server *s, struct http__view *hv) {
     memset(hv, 0, sizeof *hv);
     if (s->gate) capacity_snapshot(s->gate, &hv->cap);
     pool_stats(s->pool, &hv->pool);
+    hv->pool.rss = pool_rss();
     size_t n = pool_count(s->pool);
     hv->models = calloc(n ? n : 1, sizeof *hv->models);
     size_t k = 0;

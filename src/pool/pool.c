@@ -139,6 +139,8 @@ static uint64_t pool__rss(void) {
     return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+uint64_t pool_rss(void) { return pool__rss(); }
+
 /* A safe default budget: three quarters of physical memory. */
 static uint64_t pool__auto_budget(void) {
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
@@ -1040,5 +1042,4 @@ void pool_stats(struct pool *p, struct pool_stats *out) {
     out->waiting_for_load = 0;
     for (size_t i = 0; i < p->n; i++) out->waiting_for_load += (int)p->models[i]->n_pending;
     pthread_mutex_unlock(&p->mu);
-    out->rss = pool__rss();
 }

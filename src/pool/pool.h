@@ -59,7 +59,7 @@ struct pool_stats {
     int loaded;       /* loaded + loading */
     int64_t loads, evictions, load_failures;
     int waiting_for_load; /* requests waiting for a model to load */
-    uint64_t rss;         /* resident memory of the process, bytes */
+    uint64_t rss;         /* 0 here; pool_rss() reads it (a file read: not for hot paths) */
 };
 
 /* Register the models of cfg (and of cfg->models_dir) and start the loader
@@ -106,5 +106,7 @@ size_t pool_count(struct pool *p);
 int pool_info(struct pool *p, size_t i, struct pool_model_info *out);
 void pool_stats(struct pool *p, struct pool_stats *out);
 const char *pool_status_name(enum pool_model_status s);
+/* Resident memory of this process, bytes (reads /proc/self/statm). */
+uint64_t pool_rss(void);
 
 #endif
