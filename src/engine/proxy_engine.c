@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -70,6 +71,7 @@
 #define PROXY_EMBED_BODY_MAX (256u << 20)
 #define PROXY_STOP_GRACE_MS 5000     /* SIGTERM, then SIGKILL */
 #define PROXY_LOG_CAP ((size_t)16 << 20)
+#define PROXY_CHILD_EXIT_WAIT_MS 250 /* a broken child connection: wait this long for its exit */
 
 enum proxy_state { PX_STARTING = 0, PX_READY, PX_FAILED, PX_DEAD };
 
@@ -531,10 +533,43 @@ static void proxy__embeddings(struct proxy_engine *e, struct xfer *x) {
     engine_req_finish(x->req, ENGINE_FINISH_STOP);
 }
 
+static void proxy__child_exited(struct proxy_engine *e, int status);
+
+/* A child's connection broke: if that is because the child is exiting, wait
+ * (briefly) for its exit so that every request in flight gets the exit
+ * status and log path rather than a bare transport error. The kernel closes
+ * a dying process's sockets before it becomes waitable, so the broken
+ * connection is nearly always seen first. True if it exited (the requests
+ * in flight have then been failed and freed). */
+static bool proxy__child_died(struct proxy_engine *e) {
+    if (!e->child) return false;
+    int64_t deadline = time_now_ms() + PROXY_CHILD_EXIT_WAIT_MS;
+    int status = 0;
+    while (!child_reap(e->child, &status)) {
+        int64_t left = deadline - time_now_ms();
+        if (left <= 0) return false;
+        if (child_pidfd(e->child) >= 0) {
+            struct pollfd pf = {.fd = child_pidfd(e->child), .events = POLLIN};
+            poll(&pf, 1, (int)left);
+        } else {
+            struct timespec ts = {0, 5 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    while (child_out_fd(e->child) >= 0 && child_drain(e->child) > 0) {
+    }
+    proxy__child_exited(e, status);
+    return true;
+}
+
 /* A transfer ended (CURLMSG_DONE). */
 static void proxy__xfer_done(struct proxy_engine *e, struct xfer *x, CURLcode res) {
     long code = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (e->child && !x->failed && (res != CURLE_OK || (x->sse && code < 400 && !x->got_done &&
+                                                        x->finish == ENGINE_FINISH_NONE))) {
+        if (proxy__child_died(e)) return;
+    }
     if (x->failed) {
         proxy__unclaim(e, x, false);
         engine_req_fail(x->req, &x->err);
