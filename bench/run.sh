@@ -6,15 +6,20 @@
 # starts one server at a time (llama-server, then corral), waits for
 # /health == 200, drives it with corral-loadgen, and stops it. The servers
 # never run at the same time. Results: a markdown report on stdout and in
-# bench/out/latest.md; raw loadgen JSON and server logs in bench/out/run-*/.
+# bench/out/latest.md; raw loadgen JSON, wrk output, server logs and the s7
+# sweep data / plot in bench/out/run-*/ (plot also bench/out/latest-throughput.*).
 #
 # Usage: bench/run.sh [options]
 #   --big            also run the 1.1B Q4_0 model (slow: a few more minutes)
-#   --extended       also run the shared-system-prompt (s3), multi-turn (s4)
-#                    and three-models-two-fit model swap (s5) scenarios
+#   --extended       also run the extended scenarios: shared ~1000-token
+#                    system prompt (s3), 10-turn chats (s4), three models with
+#                    room for two (s5), GET /health and /v1/models under wrk
+#                    (s6) and the 1/2/4/8-stream concurrency sweep (s7)
 #   --quick          fewer requests per scenario (smoke test, noisy figures)
-#   --only S         run only scenario S (s1 .. s5); repeatable; an extended
-#                    scenario named here runs without --extended
+#   --only S         run only scenario S (s1 .. s7, or one sweep level such as
+#                    s7-c4); repeatable; an extended scenario named here runs
+#                    without --extended
+#   --plot FMT       format of the s7 plot: svg (default) or png
 #   --no-build       do not run cmake; use the binaries that are there
 #   --no-corral      skip corral          --no-llama   skip llama-server
 #   --no-ceiling     skip llama-bench / llama-batched-bench
@@ -39,6 +44,12 @@
 #   HEALTH_TIMEOUT       seconds to wait for /health (default 180)
 #   CEILING_BUILD_TIMEOUT  seconds allowed to build llama-bench (default 300)
 #   QUIET_LOAD           load average counted as quiet by --wait-quiet
+#   WRK_BIN              wrk for s6 (default: /usr/bin/wrk, else wrk on PATH)
+#   WRK_THREADS          wrk -t (default 2)    WRK_CONNECTIONS  wrk -c (256)
+#   WRK_DURATION         seconds per endpoint (default 10; --quick: 3)
+#   WRK_ARGS             extra wrk args (e.g. "--timeout 5s"; default timeout 2s)
+#   SWEEP_LEVELS         s7 concurrency levels (default "1 2 4 8")
+#   GNUPLOT_BIN          gnuplot for the s7 plot (default: gnuplot on PATH)
 
 set -uo pipefail
 
@@ -53,6 +64,10 @@ QUIET_LOAD=${QUIET_LOAD:-1.0}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-180}
 CEILING_BUILD_TIMEOUT=${CEILING_BUILD_TIMEOUT:-300}
 ENDPOINT=${BENCH_ENDPOINT:-completions}
+PLOT_FMT=svg
+WRK_THREADS=${WRK_THREADS:-2}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-256}
+SWEEP_LEVELS=${SWEEP_LEVELS:-1 2 4 8}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -67,12 +82,15 @@ while [ $# -gt 0 ]; do
         --threads) shift; THREADS=${1:?--threads needs a number} ;;
         --repeat) shift; REPEAT=${1:?--repeat needs a number} ;;
         --wait-quiet) shift; WAIT_QUIET=${1:?--wait-quiet needs seconds} ;;
+        --plot) shift; PLOT_FMT=${1:?--plot needs svg or png} ;;
         -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
 case "$ENDPOINT" in completions|chat) ;; *) echo "run.sh: BENCH_ENDPOINT must be completions or chat" >&2; exit 2 ;; esac
+case "$PLOT_FMT" in svg|png) ;; *) echo "run.sh: --plot must be svg or png" >&2; exit 2 ;; esac
+WRK_DURATION=${WRK_DURATION:-$([ $QUICK -eq 1 ] && echo 3 || echo 10)}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -293,32 +311,64 @@ SCEN=(
 # s5 runs once, on its own three models (not once per entry of MODELS): every
 # request asks for another model than the last, with room for two of three,
 # so nearly every request waits for a model load.
+# s6 runs wrk instead of the loadgen (its last field is unused); s7 stands
+# for one entry per level of SWEEP_LEVELS (s7-c1, s7-c2, ...), each starting
+# both servers with --parallel = that level.
 EXT_SCEN=(
-  "s3|8 streams, shared 512-token system prompt + 32-token question, 64 out|8|1024|--chat --concurrency 8 --system-prompt-tokens 512 --prompt-tokens 32 --max-tokens 64"
-  "s4|4 streams, 3-turn chats, 64 out per turn|4|2048|--chat --concurrency 4 --turns 3 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
+  "s3|8 streams, shared ~1000-token system prompt + distinct 32-token question, 64 out|8|2048|--chat --concurrency 8 --system-prompt-tokens 1000 --prompt-tokens 32 --max-tokens 64"
+  "s4|4 streams, 10-turn chats (history resent each turn), 64 out per turn|4|4096|--chat --concurrency 4 --turns 10 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
   "s5|three models, memory budget for two, round robin (1 stream, 32-token prompts, 16 out)|1|512|--completions --concurrency 1 --models a,b,c --prompt-tokens 32 --max-tokens 16"
+  "s6|GET /health and GET /v1/models under wrk ($WRK_THREADS threads, $WRK_CONNECTIONS connections, ${WRK_DURATION} s each)|8|1024|"
+  "s7|concurrency sweep|0|1024|"
 )
-named() { # scenario -> 0 if --only names it
-    local o; for o in "${ONLY[@]+"${ONLY[@]}"}"; do [ "$o" = "$1" ] && return 0; done
+named() { # scenario -> 0 if --only names it (s7-c4 is also named by s7)
+    local o; for o in "${ONLY[@]+"${ONLY[@]}"}"; do
+        [ "$o" = "$1" ] && return 0
+        case $1 in s7-c*) [ "$o" = s7 ] && return 0 ;; esac
+    done
     return 1
 }
+sweep_wanted() { # level -> 0 if that s7 level runs
+    [ $EXTENDED -eq 1 ] && return 0
+    named "s7-c$1"
+}
 for spec in "${EXT_SCEN[@]}"; do
-    if [ $EXTENDED -eq 1 ] || named "${spec%%|*}"; then SCEN+=("$spec"); fi
+    sid=${spec%%|*}
+    if [ "$sid" = s7 ]; then
+        for n in $SWEEP_LEVELS; do
+            sweep_wanted "$n" || continue
+            SCEN+=("s7-c$n|sweep: $n stream$([ "$n" -gt 1 ] && echo s), 128-token prompts, 128 out|$n|1024|--$ENDPOINT --concurrency $n --prompt-tokens 128 --max-tokens 128")
+        done
+    elif [ $EXTENDED -eq 1 ] || named "$sid"; then
+        SCEN+=("$spec")
+    fi
 done
+WRK_BIN=${WRK_BIN:-$( [ -x /usr/bin/wrk ] && echo /usr/bin/wrk || command -v wrk || true)}
+[ -n "$WRK_BIN" ] && [ ! -x "$WRK_BIN" ] && WRK_BIN="" # counts as missing
 
 # requests and warmup per scenario and model size: sized so that the default
 # run (134M, s1+s2, both servers) stays well under 10 minutes on 2 cores
 counts() { # scenario model -> "requests warmup"
-    local s=$1 m=$2
+    # s4: 4 streams x 10 turns = 40 requests make one full conversation per
+    # stream (a stream that ends its conversation starts a new one); its 4
+    # warmup requests (first turns of conversations that are then dropped)
+    # make a server that loads its model on first use (corral) load it
+    # before the measured turns. s7-cN:
+    # N streams; full runs 3 requests per stream (at least 4), warmup N.
+    local s=$1 m=$2 n
+    case $s in s7-c*) n=${s#s7-c} ;; esac
     if [ $QUICK -eq 1 ]; then
-        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "12 0" ;; s5) echo "6 0" ;; esac
+        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "40 4" ;; s5) echo "6 0" ;;
+                   s7-c*) echo "$((n < 2 ? 2 : n)) 1" ;; esac
         return
     fi
     [ "$s" = s5 ] && { echo "12 0"; return; }
     if [ "$m" = 1.1b ]; then
-        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "12 0" ;; esac
+        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "40 4" ;;
+                   s7-c*) echo "$((n < 2 ? 2 : n)) $(((n + 3) / 4))" ;; esac
     else
-        case $s in s1) echo "6 1" ;; s2) echo "24 8" ;; s3) echo "24 8" ;; s4) echo "24 0" ;; esac
+        case $s in s1) echo "6 1" ;; s2) echo "24 8" ;; s3) echo "24 8" ;; s4) echo "80 4" ;;
+                   s7-c*) echo "$((3 * n < 4 ? 4 : 3 * n)) $n" ;; esac
     fi
 }
 
@@ -405,6 +455,90 @@ wait_quiet() {
     done
 }
 
+peak_rss_kb() { # pid -> VmHWM (kB) of pid plus that of its live children
+    # (llama-server's router children in s5; evicted ones are gone by then)
+    local pid=$1 total v c
+    total=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+    [ -n "$total" ] || return 1
+    for c in $(pgrep -P "$pid" 2>/dev/null); do
+        v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$c/status" 2>/dev/null)
+        [ -n "$v" ] && total=$((total + v))
+    done
+    echo "$total"
+}
+
+run_wrk() { # port base: wrk on GET /health and GET /v1/models -> $base.json
+    local port=$1 base=$2 ep name path url code rc
+    # one small completion first, so that a server that loads its model on
+    # first use (corral) is measured, and its RSS read, with the model loaded
+    "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --model bench --requests 1 --completions \
+        --prompt-tokens 16 --max-tokens 8 --json >"$base.warm.json" 2>"$base.loadgen.err" ||
+        log "s6: warm-up completion failed (see $base.warm.json)"
+    for ep in health:/health models:/v1/models; do
+        name=${ep%%:*} path=${ep#*:}
+        url="http://127.0.0.1:$port$path"
+        code=$(curl -s -o "$base.$name.body" -m 10 -w '%{http_code}' "$url" 2>/dev/null)
+        echo "${code:-000}" >"$base.wrk-$name.status"
+        log "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${WRK_DURATION}s --latency $url (first GET: HTTP ${code:-none})"
+        # shellcheck disable=SC2086
+        "$WRK_BIN" -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${WRK_DURATION}s" --latency ${WRK_ARGS:-} "$url" \
+            >"$base.wrk-$name.txt" 2>&1
+        rc=$?
+        [ $rc -ne 0 ] && log "wrk exit $rc (see $base.wrk-$name.txt)"
+        echo "$rc" >"$base.wrk-$name.rc"
+    done
+    python3 - "$base" "$WRK_THREADS" "$WRK_CONNECTIONS" "$WRK_DURATION" "${WRK_ARGS:-}" >"$base.json" <<'PY'
+import json, re, sys
+base, threads, conns, dur, extra = sys.argv[1:6]
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+def ms(v):  # "1.23ms" -> 1.23
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", v)
+    return float(m.group(1)) * UNIT[m.group(2)] if m else None
+
+def parse(name):
+    r = {"status": None, "rc": None}
+    try:
+        r["status"] = open(f"{base}.wrk-{name}.status").read().strip()
+        r["rc"] = int(open(f"{base}.wrk-{name}.rc").read().strip() or -1)
+        text = open(f"{base}.wrk-{name}.txt").read()
+    except (OSError, ValueError) as e:
+        r["error"] = str(e)
+        return r
+    if m := re.search(r"^Requests/sec:\s*([0-9.]+)", text, re.M):
+        r["rps"] = float(m.group(1))
+    for pct in ("50", "75", "90", "99"):
+        if m := re.search(rf"^\s*{pct}%\s+(\S+)", text, re.M):
+            r[f"p{pct}_ms"] = ms(m.group(1))
+    if m := re.search(r"^\s*(\d+) requests in ([0-9.]+\w+)", text, re.M):
+        r["requests"] = int(m.group(1))
+    err = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
+        err = dict(zip(err, map(int, m.groups())))
+    r["socket_errors"] = err
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    r["errors_text"] = "{connect} / {read} / {write} / {timeout}".format(**err) + f" / {r['non2xx']}"
+    if "rps" not in r:
+        r["error"] = "no Requests/sec in wrk output: " + " | ".join(text.strip().splitlines()[-3:])[:300]
+    return r
+
+w = {n: parse(n) for n in ("health", "models")}
+ok = sum(max(0, (v.get("requests") or 0) - v.get("non2xx", 0)) for v in w.values())
+failed = sum(sum(v.get("socket_errors", {}).values()) + v.get("non2xx", 0) for v in w.values())
+st = {}
+for v in w.values():
+    if v.get("status"):
+        st[v["status"]] = st.get(v["status"], 0) + 1
+out = {"config": {"tool": "wrk", "threads": int(threads), "connections": int(conns),
+                  "duration_s": int(dur), "extra_args": extra},
+       "wrk": w, "requests": {"ok": ok, "failed": failed, "errors": [
+           {"count": 1, "message": f"GET {p}: {v['error']}"}
+           for p, v in (("/health", w["health"]), ("/v1/models", w["models"])) if v.get("error")]}}
+print(json.dumps(out, indent=2))
+PY
+}
+
 run_one() { # kind scenario-spec model-name rep -> $RUN_DIR/<model>-<s>-<kind>.r<rep>.json
     local kind=$1 spec=$2 mname=$3 rep=$4
     local sid np ctx largs
@@ -432,17 +566,24 @@ run_one() { # kind scenario-spec model-name rep -> $RUN_DIR/<model>-<s>-<kind>.r
         stop_server
         return 1
     fi
-    log "$mname $sid $kind: loadgen ($nreq requests, $nwarm warmup)"
     cut -d' ' -f1 /proc/loadavg >"$base.load" 2>/dev/null
-    # shellcheck disable=SC2086
-    "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --model bench --requests "$nreq" \
-        --warmup "$nwarm" --label "$mname-$sid-$kind" --json $largs ${LOADGEN_ARGS:-} \
-        >"$base.json" 2>"$base.loadgen.err"
-    local rc=$?
+    local rc=0
+    if [ "$sid" = s6 ]; then
+        run_wrk "$port" "$base"
+    else
+        log "$mname $sid $kind: loadgen ($nreq requests, $nwarm warmup)"
+        # shellcheck disable=SC2086
+        "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --model bench --requests "$nreq" \
+            --warmup "$nwarm" --label "$mname-$sid-$kind" --json $largs ${LOADGEN_ARGS:-} \
+            >"$base.json" 2>"$base.loadgen.err"
+        rc=$?
+    fi
     cut -d' ' -f1 /proc/loadavg >>"$base.load" 2>/dev/null
     [ $rc -ne 0 ] && log "$mname $sid $kind: loadgen exit $rc (3 = some requests failed)"
     [ -s "$base.json" ] || printf '{"error": "loadgen exit %d"}\n' "$rc" >"$base.json"
     [ "$sid" = s5 ] && [ "$kind" = corral ] && s5_swaps corral "$port" "$base"
+    # peak RSS (VmHWM) just before stopping; the server is still running
+    peak_rss_kb "$SERVER_PID" >"$base.rss" || rm -f "$base.rss"
     stop_server
     [ "$sid" = s5 ] && [ "$kind" = llama ] && s5_swaps llama "$port" "$base"
     return 0
@@ -467,6 +608,10 @@ for mname in "${MODELS[@]}"; do
         sid=${spec%%|*}
         [ "$sid" = s5 ] && continue
         want_scenario "$sid" || continue
+        if [ "$sid" = s6 ] && [ -z "$WRK_BIN" ]; then
+            log "s6: wrk not found; skipped"
+            continue
+        fi
         run_scenario "$spec" "$mname"
     done
 done
@@ -479,6 +624,10 @@ for spec in "${SCEN[@]}"; do
         NOTES+=("s5: could not make its three models; skipped")
     fi
 done
+
+if [ -z "$WRK_BIN" ] && printf '%s\n' "${SCEN[@]}" | grep -q '^s6|'; then
+    NOTES+=("s6 skipped: wrk not found (install Debian's wrk, e.g. scripts/install-deps.sh --bench, or set WRK_BIN)")
+fi
 
 # ------------------------------------------------------------------ ceiling
 
@@ -515,16 +664,31 @@ fi
 # ------------------------------------------------------------------ report
 
 NOTES_FILE=$RUN_DIR/notes.txt
-printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}" >"$NOTES_FILE"
 {
     for spec in "${SCEN[@]}"; do echo "$spec"; done
 } >"$RUN_DIR/scenarios.txt"
 
-if ! python3 - "$RUN_DIR" "$THREADS" "$(printf '%s,' "${REPORT_MODELS[@]}")" <<'PY' >"$RUN_DIR/report.md"
+# One Python program, two modes:
+#   sweep  RUN_DIR THREADS MODEL   -> s7 data file on stdout (streams, corral tok/s, llama-server tok/s)
+#   report RUN_DIR THREADS M1,M2,  -> the markdown report on stdout
+REPORT_PY=$(cat <<'PY'
 import json, os, sys, platform, subprocess, datetime
-run_dir, threads, models = sys.argv[1], sys.argv[2], [m for m in sys.argv[3].split(",") if m]
+mode, run_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3]
 scen = [l.rstrip("\n").split("|") for l in open(os.path.join(run_dir, "scenarios.txt")) if l.strip()]
-notes = [l.strip() for l in open(os.path.join(run_dir, "notes.txt")) if l.strip()]
+
+def get(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+def score(d):
+    """what "best run" means: aggregate tok/s, or /health req/s for s6"""
+    v = d.get("tokens_per_s")
+    if v is None:
+        v = get(d, "wrk", "health", "rps")
+    return v
 
 def load_one(p):
     try:
@@ -535,6 +699,13 @@ def load_one(p):
         d["_load"] = " → ".join(l.strip() for l in open(p[:-5] + ".load") if l.strip())
     except OSError:
         pass
+    try:  # VmHWM of the server (kB) read just before it was stopped
+        d["_rss_mib"] = int(open(p[:-5] + ".rss").read().strip()) / 1024
+    except (OSError, ValueError):
+        pass
+    ok, pt = get(d, "requests", "ok"), d.get("prompt_tokens")
+    if ok and pt:  # mean prompt tokens per request, as the server counted them
+        d["_prompt_per_req"] = pt / ok
     try:  # s5: model loads / evictions after the run
         sw = json.load(open(p[:-5] + ".swaps.json"))
         d["_swaps"] = sw
@@ -544,8 +715,8 @@ def load_one(p):
     return d
 
 def load(m, s, k):
-    """The best of a server's runs (highest aggregate tok/s among runs with
-    no failed request; else the first run), with all runs' tok/s in _runs."""
+    """The best of a server's runs (highest score among runs with no failed
+    request; else the first run), with all runs' scores in _runs."""
     runs = []
     rep = 1
     while os.path.exists(p := os.path.join(run_dir, f"{m}-{s}-{k}.r{rep}.json")):
@@ -554,20 +725,40 @@ def load(m, s, k):
     if not runs:
         return None
     good = [d for d in runs if get(d, "requests", "ok") and not get(d, "requests", "failed")]
-    best = max(good, key=lambda d: d.get("tokens_per_s") or 0) if good else runs[0]
+    best = max(good, key=lambda d: score(d) or 0) if good else runs[0]
     if len(runs) > 1:
-        best["_runs"] = " / ".join("{:.1f}".format(d["tokens_per_s"]) if "tokens_per_s" in d else "err"
+        best["_runs"] = " / ".join("{:.1f}".format(score(d)) if score(d) is not None else "err"
                                    for d in runs)
     return best
 
-def get(d, *path):
-    for k in path:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return d
+sweep = [(int(s[0][len("s7-c"):]), s[0]) for s in scen if s[0].startswith("s7-c")]
+
+if mode == "sweep":
+    m = sys.argv[4]
+    print(f"# s7 concurrency sweep, model {m}: aggregate tokens/s (best run of each server); "
+          "128-token prompts, 128 out, --parallel = streams")
+    print("# streams\tcorral_tok_s\tllama_server_tok_s")
+    for n, sid in sweep:
+        v = []
+        for k in ("corral", "llama"):
+            t = get(load(m, sid, k), "tokens_per_s")
+            v.append("NaN" if t is None else f"{t:.2f}")
+        print(f"{n}\t{v[0]}\t{v[1]}")
+    sys.exit(0)
+
+models = [m for m in sys.argv[4].split(",") if m]
+notes = [l.strip() for l in open(os.path.join(run_dir, "notes.txt")) if l.strip()]
+plots = {}
+try:
+    for l in open(os.path.join(run_dir, "plots.txt")):
+        if l.strip():
+            pm, dat, png = (l.rstrip("\n").split("|") + ["", ""])[:3]
+            plots[pm] = (dat, png)
+except OSError:
+    pass
 
 # label, path, higher_is_better, format
+RSS = ("peak RSS MiB", ("_rss_mib",), False, "{:.0f}")
 rows = [
     ("requests ok / failed", None, None, None),
     ("aggregate tok/s", ("tokens_per_s",), True, "{:.1f}"),
@@ -579,6 +770,8 @@ rows = [
     ("ITL p95 ms", ("itl_ms", "p95"), False, "{:.2f}"),
     ("ITL p99 ms", ("itl_ms", "p99"), False, "{:.2f}"),
     ("E2E p50 ms", ("e2e_ms", "p50"), False, "{:.0f}"),
+    RSS,
+    ("prompt tokens / request", ("_prompt_per_req",), None, "{:.0f}"),
     ("completion tokens", ("completion_tokens",), None, "{}"),
     ("wall s", ("wall_s",), None, "{:.2f}"),
     ("load avg before → after", ("_load",), None, "{}"),
@@ -589,12 +782,25 @@ rows = [
 rows_s5 = [("wall s", ("wall_s",), False, "{:.2f}") if r[0] == "wall s" else r for r in rows]
 rows_s5.insert(rows_s5.index(next(r for r in rows_s5 if r[0] == "wall s")) + 1,
                ("model loads / evictions", ("_swaps_text",), None, "{}"))
+# s6 (wrk): requests/s and latency per endpoint; "requests ok / failed" adds
+# up both endpoints (failed = socket errors + non-2xx answers)
+rows_s6 = [("requests ok / failed", None, None, None)]
+for ep, key in (("/health", "health"), ("/v1/models", "models")):
+    rows_s6 += [
+        (f"GET {ep} first answer (HTTP status)", ("wrk", key, "status"), None, "{}"),
+        (f"GET {ep} requests/s", ("wrk", key, "rps"), True, "{:.0f}"),
+        (f"GET {ep} latency p50 ms", ("wrk", key, "p50_ms"), False, "{:.2f}"),
+        (f"GET {ep} latency p99 ms", ("wrk", key, "p99_ms"), False, "{:.2f}"),
+        (f"GET {ep} errors connect / read / write / timeout / non-2xx", ("wrk", key, "errors_text"), None, "{}"),
+    ]
+rows_s6 += [RSS, ("load avg before → after", ("_load",), None, "{}"),
+            ("/health req/s of each run (best shown)", ("_runs",), None, "{}")]
 
 def cell(d, r):
     if d is None:
         return "not run"
     if "error" in d and "requests" not in d:
-        return "**" + d["error"] + "**" if r is rows[0] else "–"
+        return "**" + d["error"] + "**" if r[1] is None else "–"
     label, path, _, fmt = r
     if path is None:
         rq = d["requests"]
@@ -619,6 +825,7 @@ def ratio(a, b, r):
 
 out = []
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(run_dir))))
+rel = lambda p: os.path.relpath(p, root)
 cpu = ""
 try:
     for l in open("/proc/cpuinfo"):
@@ -634,28 +841,72 @@ except Exception:
 out.append("# corral vs llama-server")
 out.append("")
 out.append(f"{datetime.datetime.now().isoformat(timespec='seconds')} · {cpu or platform.machine()} · "
-           f"{os.cpu_count()} CPUs · {threads} threads per server · git {rev or '?'} · raw data in `{os.path.relpath(run_dir, root)}`")
+           f"{os.cpu_count()} CPUs · {threads} threads per server · git {rev or '?'} · raw data in `{rel(run_dir)}`")
 out.append("")
-out.append("Ratio = corral / llama-server: above 1 is better for tok/s, below 1 is better for latencies (ms). "
+out.append("Ratio = corral / llama-server: above 1 is better for tok/s and req/s, below 1 is better for "
+           "latencies (ms) and peak RSS. "
            "Servers ran one at a time on the same machine; compare ratios, not absolute figures across runs. "
+           "Peak RSS is the server process's VmHWM (/proc/PID/status) read just before it was stopped. "
            f"The server under test alone keeps the 1-minute load average at or below its thread count ({threads}, "
            f"on {os.cpu_count()} CPUs); a load average well above that means other processes shared the CPUs "
            "and that column's figures are suspect.")
 out.append("")
+
+def sweep_summary(m):
+    levels = [(n, sid, load(m, sid, "llama"), load(m, sid, "corral")) for n, sid in sweep]
+    levels = [x for x in levels if x[2] is not None or x[3] is not None]
+    if not levels:
+        return
+    out.append(f"## {m} · s7: concurrency sweep (aggregate tok/s)")
+    out.append("")
+    out.append("Same load as s2 (128-token prompts, 128 out) at each number of concurrent streams; each "
+               "server started once per level with --parallel = streams (corral also --max-concurrent). "
+               "Per-level tables follow.")
+    out.append("")
+    r = rows[1]
+    out.append("| streams | llama-server tok/s | corral tok/s | corral / llama-server | "
+               "peak RSS MiB llama-server | peak RSS MiB corral |")
+    out.append("|---:|---:|---:|---:|---:|---:|")
+    for n, sid, b, a in levels:
+        out.append(f"| {n} | {cell(b, r)} | {cell(a, r)} | {ratio(a, b, r)} | {cell(b, RSS)} | {cell(a, RSS)} |")
+    out.append("")
+    dat, plot = plots.get(m, ("", ""))
+    if dat:
+        out.append(f"- data: `{rel(dat)}` (streams, corral tok/s, llama-server tok/s)")
+    out.append(f"- plot: `{rel(plot)}`" if plot else "- plot: none (see notes)")
+    out.append("")
+
 for m in models:
+    done_sweep = False
     for s in scen:
         sid, title = s[0], s[1]
         a, b = load(m, sid, "corral"), load(m, sid, "llama")
         if a is None and b is None:
             continue
+        h = "##"
+        if sid.startswith("s7-c"):
+            if not done_sweep:
+                sweep_summary(m)
+                done_sweep = True
+            h = "###"
         cfg = get(b, "config") or get(a, "config") or {}
-        out.append(f"## {m} · {sid}: {title}")
+        out.append(f"{h} {m} · {sid}: {title}")
         out.append("")
-        if cfg:
-            out.append(f"endpoint {cfg.get('endpoint', '?')}, {cfg.get('requests', '?')} requests measured "
-                       f"after {cfg.get('warmup', '?')} warmup, concurrency {cfg.get('concurrency', '?')}")
+        if sid == "s6":
+            out.append(f"`wrk -t{cfg.get('threads', '?')} -c{cfg.get('connections', '?')} "
+                       f"-d{cfg.get('duration_s', '?')}s --latency " + (cfg.get('extra_args') or '') + ("" if not cfg.get('extra_args') else " ") + "URL` "
+                       "against `GET /health`, then `GET /v1/models` (one plain GET each first, its status "
+                       "shown); both servers started as in s2 (8 slots). wrk's latency figures leave out "
+                       "requests that hit its timeout (2 s unless WRK_ARGS sets --timeout): see the errors row.")
             out.append("")
-        srows = rows_s5 if sid == "s5" else rows
+        elif cfg:
+            out.append(f"endpoint {cfg.get('endpoint', '?')}, {cfg.get('requests', '?')} requests measured "
+                       f"after {cfg.get('warmup', '?')} warmup, concurrency {cfg.get('concurrency', '?')}"
+                       + (f", {cfg['turns']} turns per conversation" if (cfg.get('turns') or 1) > 1 else "")
+                       + (f", {cfg['system_prompt_tokens']}-word shared system prompt"
+                          if cfg.get('system_prompt_tokens') else ""))
+            out.append("")
+        srows = rows_s5 if sid == "s5" else rows_s6 if sid == "s6" else rows
         if sid == "s5":
             sw = get(a, "_swaps") or {}
             budget = sw.get("memory_budget")
@@ -666,12 +917,15 @@ for m in models:
                        + (f"{budget}` ({budget / 2**20:.0f} MiB = 2.5 × corral's estimate for one model, "
                           f"{est / 2**20:.0f} MiB)" if budget and est else "B` (2.5 × one model's estimate)")
                        + ". Loads / evictions: corral's `GET /admin/pool`; llama-server's router log "
-                       "(`spawning server instance`, `evicting idle LRU`).")
+                       "(`spawning server instance`, `evicting idle LRU`). llama-server's peak RSS is "
+                       "the router's plus its children alive at the end.")
             out.append("")
         out.append("| metric | llama-server | corral | corral / llama-server |")
         out.append("|---|---:|---:|---:|")
         for r in srows:
             if r[1] == ("_runs",) and not (get(a, "_runs") or get(b, "_runs")):
+                continue
+            if r[1] == ("_prompt_per_req",) and not (get(a, *r[1]) or get(b, *r[1])):
                 continue
             out.append(f"| {r[0]} | {cell(b, r)} | {cell(a, r)} | {ratio(a, b, r)} |")
         if sid == "s5":
@@ -707,6 +961,42 @@ if notes:
     out.append("")
 print("\n".join(out))
 PY
+)
+
+# s7: the sweep's data file and plot, one per model (the first model's are
+# sweep.dat / throughput.<fmt>, copied to bench/out/latest-throughput.<fmt>)
+: >"$RUN_DIR/plots.txt"
+if printf '%s\n' "${SCEN[@]}" | grep -q '^s7-c'; then
+    GNUPLOT_BIN=${GNUPLOT_BIN:-$(command -v gnuplot || true)}
+    [ -n "$GNUPLOT_BIN" ] && [ ! -x "$GNUPLOT_BIN" ] && GNUPLOT_BIN="" # counts as missing
+    [ -z "$GNUPLOT_BIN" ] &&
+        NOTES+=("s7: gnuplot not found; no plot, data kept in $(basename "$RUN_DIR")/sweep*.dat (install gnuplot, e.g. scripts/install-deps.sh --bench; bench/README.md shows how to plot it later)")
+    for mname in "${MODELS[@]}"; do
+        # models after the first: sweep-<model>.dat, throughput-<model>.<fmt>
+        if [ "$mname" = "${MODELS[0]}" ]; then stem=""; else stem="-$mname"; fi
+        dat=$RUN_DIR/sweep$stem.dat
+        if ! python3 -c "$REPORT_PY" sweep "$RUN_DIR" "$THREADS" "$mname" >"$dat"; then
+            NOTES+=("s7: could not write $(basename "$dat")")
+            continue
+        fi
+        plot=""
+        if [ -n "$GNUPLOT_BIN" ]; then
+            plot=$RUN_DIR/throughput$stem.$PLOT_FMT
+            log "gnuplot: $plot"
+            if "$GNUPLOT_BIN" -e "datafile='$dat'; outfile='$plot'; model='$mname'" "$ROOT/bench/plot.gp" \
+                    >"$RUN_DIR/gnuplot$stem.log" 2>&1 && [ -s "$plot" ]; then
+                [ -z "$stem" ] && cp "$plot" "$OUT/latest-throughput.$PLOT_FMT"
+            else
+                NOTES+=("s7: gnuplot failed for $mname (see $(basename "$RUN_DIR")/gnuplot$stem.log); data kept in $(basename "$dat")")
+                plot=""
+            fi
+        fi
+        echo "$mname|$dat|$plot" >>"$RUN_DIR/plots.txt"
+    done
+fi
+
+printf '%s\n' "${NOTES[@]+"${NOTES[@]}"}" >"$NOTES_FILE"
+if ! python3 -c "$REPORT_PY" report "$RUN_DIR" "$THREADS" "$(printf '%s,' "${REPORT_MODELS[@]}")" >"$RUN_DIR/report.md"
 then
     log "report generation failed; raw results are in $RUN_DIR"
     exit 1

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # install-deps.sh: install the Debian packages corral builds and tests with.
 # Safe to run again: it installs only what is missing.
+#   scripts/install-deps.sh           everything (build, tests, bench)
+#   scripts/install-deps.sh --bench   only what bench/run.sh adds on top of a
+#                                     build: wrk (scenario s6) and gnuplot (s7 plot)
 set -euo pipefail
 pkgs=(build-essential cmake git pkg-config ccache
       libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libinih-dev libcmocka-dev
       python3-pytest python3-requests wrk gnuplot-nox nodejs npm)
+case "${1:-}" in
+  "") ;;
+  --bench) pkgs=(wrk gnuplot-nox) ;;
+  *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
