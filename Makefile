@@ -38,18 +38,21 @@ test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
-test-asan: deps
-	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_SANITIZE=ON -DCORRAL_WERROR=ON >/dev/null
+# (llama-server, a child in the tests, is the plain build's.)
+test-asan: build
+	@cmake --build $(BUILD) --target llama-server -j$(JOBS)
+	@cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_SANITIZE=ON -DCORRAL_WERROR=ON \
+	  -DCORRAL_TEST_LLAMA_SERVER=$(abspath $(BUILD))/bin/llama-server >/dev/null
 	@cmake --build $(BUILD)-asan -j$(JOBS)
-	@cmake --build $(BUILD)-asan --target llama-server -j$(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure --timeout 1200
 
 # The whole suite with corral under ThreadSanitizer (llama.cpp itself is not
 # instrumented).
-test-tsan: deps
-	@cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_TSAN=ON -DCORRAL_WERROR=ON >/dev/null
+test-tsan: build
+	@cmake --build $(BUILD) --target llama-server -j$(JOBS)
+	@cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_TSAN=ON -DCORRAL_WERROR=ON \
+	  -DCORRAL_TEST_LLAMA_SERVER=$(abspath $(BUILD))/bin/llama-server >/dev/null
 	@cmake --build $(BUILD)-tsan -j$(JOBS)
-	@cmake --build $(BUILD)-tsan --target llama-server -j$(JOBS)
 	cd $(BUILD)-tsan && ctest --output-on-failure --timeout 1200
 
 bench: build
