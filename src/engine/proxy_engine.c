@@ -140,7 +140,9 @@ struct proxy_engine {
 
     CURLM *multi;
     pthread_t thread;
-    bool thread_started, joined;
+    bool thread_started;
+    bool joined; /* guarded by join_mu: stop may come from two threads */
+    pthread_mutex_t join_mu;
     _Atomic bool stopping;
 
     pthread_mutex_t mu; /* state, fail_msg, replica counters */
@@ -896,10 +898,12 @@ static void proxy__stop(struct engine *base) {
     atomic_store(&e->stopping, true);
     admit_stop(&e->admit, "the model was unloaded");
     if (e->multi) curl_multi_wakeup(e->multi);
+    pthread_mutex_lock(&e->join_mu);
     if (e->thread_started && !e->joined) {
         pthread_join(e->thread, NULL);
         e->joined = true;
     }
+    pthread_mutex_unlock(&e->join_mu);
 }
 
 static void proxy__free(struct engine *base) {
@@ -916,6 +920,7 @@ static void proxy__free(struct engine *base) {
     }
     if (e->multi) curl_multi_cleanup(e->multi);
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->join_mu);
     pthread_cond_destroy(&e->cv);
     free(e->took);
     free(e->xfers);
@@ -989,6 +994,7 @@ struct engine *proxy_engine_open(const struct proxy_engine_params *p, struct cor
     }
     e->base.ops = &proxy_engine__ops;
     pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->join_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1020,6 +1026,7 @@ struct engine *proxy_engine_open(const struct proxy_engine_params *p, struct cor
         free(e->xfers);
         free(e->auth_header);
         pthread_mutex_destroy(&e->mu);
+        pthread_mutex_destroy(&e->join_mu);
         pthread_cond_destroy(&e->cv);
         free(e);
         corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
