@@ -47,6 +47,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <ggml-cpu.h>
 #include <llama.h>
 
 #include "engine/admit.h"
@@ -122,6 +123,7 @@ struct llama_engine {
     const struct llama_vocab *vocab;
     struct llama_context *ctx;
     struct llama_context *ectx; /* embeddings context, created on first use */
+    struct ggml_threadpool *tp; /* the context's compute threads, paused while idle */
     char *tmpl;                 /* chat template text or a built-in name */
     int n_vocab;
     int n_ctx_slot;
@@ -699,6 +701,10 @@ static void *llama_engine__run(void *arg) {
                 llama_engine__admit(e, e->took[i]);
         }
         if (atomic_load(&e->busy) == 0 && !embed_req) {
+            /* idle: let the compute threads sleep instead of polling, so an
+             * idle model takes no CPU from a busy one (the next decode
+             * wakes them) */
+            if (e->tp) ggml_threadpool_pause(e->tp);
             admit_wait(&e->admit, seen, -1);
             continue;
         }
@@ -857,6 +863,7 @@ static void llama_engine__free(struct engine *base) {
     if (e->batch.token) llama_batch_free(e->batch);
     if (e->ectx) llama_free(e->ectx);
     if (e->ctx) llama_free(e->ctx);
+    if (e->tp) ggml_threadpool_free(e->tp);
     if (e->model) llama_model_free(e->model);
     admit_free(&e->admit);
     pthread_mutex_destroy(&e->join_mu);
@@ -973,6 +980,13 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     cp.kv_unified = false;
     cp.no_perf = true;
     e->ctx = llama_init_from_model(e->model, cp);
+    if (e->ctx) {
+        /* persistent compute threads (llama.cpp otherwise starts threads for
+         * every graph), as llama-server has */
+        struct ggml_threadpool_params tpp = ggml_threadpool_params_default(p->threads);
+        e->tp = ggml_threadpool_new(&tpp);
+        if (e->tp) llama_attach_threadpool(e->ctx, e->tp, e->tp);
+    }
     if (!e->ctx) {
         corral_err_set(err, CORRAL_ENGINE, NULL,
                        "model '%s': could not create a context of %d slots x %d tokens (out of memory?)", p->id,

@@ -639,7 +639,10 @@ static void test_stop_drains_during_grace(void **state) {
     (void)state;
     char log[512];
     struct child *c = spawn_sh("trap 'head -c 300000 /dev/zero | tr \"\\0\" x; echo; echo bye; exit 0' TERM; "
-                               "echo ready; sleep 30",
+                               /* short sleeps: a TERM that lands while the
+                                * shell starts a sleep runs the trap only
+                                * after that sleep */
+                               "echo ready; while :; do sleep 0.05; done",
                                "stop3.log", 0, log, sizeof log);
     wait_for_log(c, "ready", 3000);
     int st = child_stop(c, 3000);
