@@ -15,10 +15,8 @@
  * A queue that no longer wants permits withdraws from the gate, which hands
  * back any permit granted meanwhile.
  */
-#define _GNU_SOURCE /* POLLRDHUP */
 #include "engine/admit.h"
 
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -192,7 +190,7 @@ int admit_take(struct admit *a, int idle, struct engine_req **out, int max, uint
     *seen = a->kick;
     if (a->stopping) {
         pthread_mutex_unlock(&a->mu);
-        return 0;
+        return -1;
     }
     admit__sweep(a, false);
     int want = admit__startable(a, idle);
@@ -239,20 +237,11 @@ void admit_wait(struct admit *a, uint64_t seen, int timeout_ms) {
 }
 
 void admit_poll_hangups(struct admit *a) {
-    struct pollfd pfd[ADMIT_POLL_MAX];
     struct engine_req *who[ADMIT_POLL_MAX];
-    int n = 0;
+    size_t n = 0;
     pthread_mutex_lock(&a->mu);
-    for (size_t i = 0; i < waitq_len(&a->queue) && n < ADMIT_POLL_MAX; i++) {
-        struct engine_req *r = waitq_at(&a->queue, i);
-        if (engine_req_fd(r) >= 0) {
-            pfd[n] = (struct pollfd){.fd = engine_req_fd(r), .events = POLLRDHUP};
-            who[n++] = r;
-        }
-    }
-    if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0)
-        for (int i = 0; i < n; i++)
-            if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) engine_req_cancel(who[i]);
+    for (size_t i = 0; i < waitq_len(&a->queue) && n < ADMIT_POLL_MAX; i++) who[n++] = waitq_at(&a->queue, i);
+    engine_req_poll_hangups(who, n);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -267,13 +256,6 @@ void admit_stop(struct admit *a, const char *msg) {
     admit__kick(a);
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
-}
-
-bool admit_stopping(struct admit *a) {
-    pthread_mutex_lock(&a->mu);
-    bool s = a->stopping;
-    pthread_mutex_unlock(&a->mu);
-    return s;
 }
 
 int admit_queued(struct admit *a) {

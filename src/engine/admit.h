@@ -68,7 +68,8 @@ enum corral_status admit_submit(struct admit *a, struct engine_req *r, int busy,
 /* Scheduler side. Fill out[] (at most max) with the requests that start
  * now, in queue order, given `idle` free slots: each holds a permit (given
  * back when it is freed); the caller owns the queue's reference and marks
- * it RUNNING (engine_req_set_running) once it has really started. *seen gets the news counter to pass to admit_wait.
+ * it RUNNING (engine_req_set_running) once it has really started.
+ * -1 once the queue is stopping (admit_stop): the scheduler should end. *seen gets the news counter to pass to admit_wait.
  * Never blocks on other requests. */
 int admit_take(struct admit *a, int idle, struct engine_req **out, int max, uint64_t *seen);
 /* Sleep until news after `seen` (submit, grant, stop) or timeout_ms (-1 =
@@ -81,7 +82,6 @@ void admit_poll_hangups(struct admit *a);
 /* Refuse new requests and fail the queued ones with CORRAL_UNAVAILABLE and
  * msg; wakes the scheduler. Idempotent. */
 void admit_stop(struct admit *a, const char *msg);
-bool admit_stopping(struct admit *a);
 int admit_queued(struct admit *a);
 int64_t admit_accepted(struct admit *a);
 

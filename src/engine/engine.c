@@ -7,8 +7,10 @@
  * parking, so none is lost. Two references exist while both parties hold
  * the request; the last release frees it.
  */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "engine/engine.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -118,6 +120,24 @@ int64_t engine_req_max_wait_ms(const struct engine_req *r) { return r->max_wait_
 void engine_req_set_permit(struct engine_req *r, struct capacity *gate) { r->permit = gate; }
 
 void engine_req_cancel(struct engine_req *r) { atomic_store(&r->cancelled, true); }
+
+void engine_req_poll_hangups(struct engine_req *const *reqs, size_t n) {
+    enum { CHUNK = 256 };
+    struct pollfd pfd[CHUNK];
+    struct engine_req *who[CHUNK];
+    for (size_t i = 0; i < n;) {
+        nfds_t k = 0;
+        for (; i < n && k < CHUNK; i++) {
+            int fd = engine_req_fd(reqs[i]);
+            if (fd < 0) continue;
+            pfd[k] = (struct pollfd){.fd = fd, .events = POLLRDHUP};
+            who[k++] = reqs[i];
+        }
+        if (k == 0 || poll(pfd, k, 0) <= 0) continue;
+        for (nfds_t j = 0; j < k; j++)
+            if (pfd[j].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) engine_req_cancel(who[j]);
+    }
+}
 bool engine_req_cancelled(struct engine_req *r) { return atomic_load(&r->cancelled); }
 
 /* Wake the transport if it is parked for `what`. Caller holds r->mu. */

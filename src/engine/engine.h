@@ -184,6 +184,11 @@ int64_t engine_req_max_wait_ms(const struct engine_req *r);
 
 bool engine_req_cancelled(struct engine_req *r);
 int engine_req_fd(const struct engine_req *r);
+/* Poll the client sockets of reqs[0..n) once, without waiting, and cancel
+ * the requests whose client hung up (engines call it every few ms for the
+ * requests they hold: a suspended connection is never looked at by the
+ * HTTP library). */
+void engine_req_poll_hangups(struct engine_req *const *reqs, size_t n);
 void engine_req_set_running(struct engine_req *r);
 /* Append output text. -1 if the output buffer is full (the client does not
  * drain it): the engine should then cancel the request. */

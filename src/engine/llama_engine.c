@@ -34,12 +34,10 @@
  * next request that starts with the same tokens (a multi-turn chat, a shared
  * system prompt) reuses them.
  */
-#define _GNU_SOURCE /* POLLRDHUP */
 #include "engine/llama_engine.h"
 
 #include <errno.h>
 #include <math.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -60,8 +58,6 @@
 /* How often the scheduler polls client sockets for hang-ups (and checks
  * queue deadlines) while it has work or waiters. */
 #define LLAMA_ENGINE_POLL_US 20000
-/* Most running requests whose sockets are polled at once. */
-#define LLAMA_ENGINE_POLL_MAX 512
 /* Logical batch: the most tokens one decode call takes when no stream is
  * waiting on it (llama.cpp splits it into physical batches of `batch`). */
 #define LLAMA_ENGINE_MAX_BATCH 2048
@@ -536,19 +532,10 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
 /* Poll the sockets of the running requests for hang-ups and cancel those
  * whose client is gone (admit_poll_hangups does the queued ones). */
 static void llama_engine__poll_clients(struct llama_engine *e) {
-    struct pollfd pfd[LLAMA_ENGINE_POLL_MAX];
-    struct engine_req *who[LLAMA_ENGINE_POLL_MAX];
     int n = 0;
-    for (int i = 0; i < e->n_slots && n < LLAMA_ENGINE_POLL_MAX; i++) {
-        struct engine_req *r = e->slots[i].req;
-        if (r && engine_req_fd(r) >= 0) {
-            pfd[n] = (struct pollfd){.fd = engine_req_fd(r), .events = POLLRDHUP};
-            who[n++] = r;
-        }
-    }
-    if (n == 0 || poll(pfd, (nfds_t)n, 0) <= 0) return;
-    for (int i = 0; i < n; i++)
-        if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) engine_req_cancel(who[i]);
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slots[i].req) e->took[n++] = e->slots[i].req;
+    engine_req_poll_hangups(e->took, (size_t)n);
 }
 
 /* Compute embeddings for one request on the embeddings context. */
@@ -683,7 +670,6 @@ static void *llama_engine__run(void *arg) {
     for (;;) {
         /* 1. admission: the queued requests that may start now, each with
          *    a permit; with nothing to decode, sleep until there is news */
-        if (admit_stopping(&e->admit)) break;
         int64_t now = time_now_us();
         if (now - last_poll >= LLAMA_ENGINE_POLL_US) {
             llama_engine__poll_clients(e);
@@ -693,6 +679,7 @@ static void *llama_engine__run(void *arg) {
         uint64_t seen = 0;
         int idle = e->n_slots - atomic_load(&e->busy);
         int n = admit_take(&e->admit, idle, e->took, idle + 1, &seen);
+        if (n < 0) break; /* stopping */
         for (int i = 0; i < n; i++) {
             if (engine_req_input(e->took[i])->kind == API_EMBEDDING) {
                 embed_req = e->took[i]; /* at most one per take */

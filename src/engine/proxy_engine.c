@@ -108,6 +108,7 @@ struct xfer {
     unsigned tried; /* bit per replica */
     bool sse;       /* chat/completions: an event stream upstream */
     bool streamed;  /* some text reached the request (no retry after this) */
+    bool running;   /* the request was marked RUNNING */
     bool got_done;
     bool failed;    /* failed in the middle: err says why */
     struct corral_err err;
@@ -286,7 +287,10 @@ static size_t proxy__on_data(char *ptr, size_t size, size_t nmemb, void *ud) {
     long code = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
     /* the client's answer starts (200 and headers) once the upstream's has */
-    if (code < 400) engine_req_set_running(x->req);
+    if (code < 400 && !x->running) {
+        engine_req_set_running(x->req);
+        x->running = true;
+    }
     if (code >= 400 || !x->sse) {
         if (buf_append(&x->whole, ptr, n) != 0) {
             if (code >= 400) return n; /* the start of an error body is enough */
@@ -740,19 +744,10 @@ static void proxy__child_exited(struct proxy_engine *e, int status) {
 
 /* Cancel transfers whose client is gone; poll client sockets. */
 static void proxy__watch_clients(struct proxy_engine *e) {
-    struct pollfd pfd[512];
-    struct xfer *who[512];
     int n = 0;
-    for (int i = 0; i < e->n_slots && n < 512; i++) {
-        struct xfer *x = e->xfers[i];
-        if (x && engine_req_fd(x->req) >= 0) {
-            pfd[n] = (struct pollfd){.fd = engine_req_fd(x->req), .events = POLLRDHUP};
-            who[n++] = x;
-        }
-    }
-    if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0)
-        for (int i = 0; i < n; i++)
-            if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) engine_req_cancel(who[i]->req);
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->xfers[i]) e->took[n++] = e->xfers[i]->req;
+    engine_req_poll_hangups(e->took, (size_t)n);
     admit_poll_hangups(&e->admit);
 }
 
@@ -809,7 +804,7 @@ static void *proxy__run(void *arg) {
             uint64_t seen;
             int idle = e->n_slots - atomic_load(&e->busy);
             int n = admit_take(&e->admit, idle, e->took, idle, &seen);
-            for (int i = 0; i < n; i++) proxy__start(e, e->took[i]);
+            for (int i = 0; i < n; i++) proxy__start(e, e->took[i]); /* n < 0: stopping, seen next round */
         }
 
         int running = 0;

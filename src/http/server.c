@@ -170,6 +170,20 @@ static void http__common_headers(struct MHD_Response *r, const char *ctype) {
     MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
 }
 
+/* Queue a response of len bytes of data (malloc'd; taken over). */
+static enum MHD_Result http__reply_owned(struct MHD_Connection *c, unsigned status, const char *ctype, char *data,
+                                         size_t len) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    http__common_headers(r, ctype);
+    enum MHD_Result ret = http__queue(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* Queue a JSON response; takes ownership of json (malloc'd). */
 static enum MHD_Result http__reply_json(struct MHD_Connection *c, unsigned status, char *json) {
     if (!json) {
@@ -180,15 +194,7 @@ static enum MHD_Result http__reply_json(struct MHD_Connection *c, unsigned statu
         MHD_destroy_response(r);
         return ret;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(json);
-        return MHD_NO;
-    }
-    http__common_headers(r, "application/json");
-    enum MHD_Result ret = http__queue(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return http__reply_owned(c, status, "application/json", json, strlen(json));
 }
 
 static enum MHD_Result http__reply_error(struct MHD_Connection *c, const struct corral_err *err,
@@ -419,15 +425,7 @@ static enum MHD_Result http__metrics(struct http_server *s, struct MHD_Connectio
     char *text = rc == 0 ? buf_steal(&b, &len) : NULL;
     buf_free(&b);
     if (!text) return http__reply_json(c, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(text);
-        return MHD_NO;
-    }
-    http__common_headers(r, "text/plain; version=0.0.4; charset=utf-8");
-    enum MHD_Result ret = http__queue(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+    return http__reply_owned(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
 static json_t *http__model_json(const struct pool_model_info *mi) {

@@ -257,6 +257,25 @@ static void pool__scan(struct pool *p) {
     pool__scan_dir(p, p->cfg->models_dir, 0);
 }
 
+/* Take m's pending requests (and the pool's references to them); *n gets
+ * their count. Caller holds mu. */
+static struct engine_req **pool__take_pending(struct pool_model *m, size_t *n) {
+    struct engine_req **pend = m->pending;
+    *n = m->n_pending;
+    m->pending = NULL;
+    m->n_pending = 0;
+    return pend;
+}
+
+/* m failed (a load, or a crash loop): FAILED until the cooldown passes,
+ * which doubles each time up to POOL_COOLDOWN_MAX_MS. Caller holds mu. */
+static void pool__cool_down(struct pool_model *m, const char *why) {
+    m->status = POOL_FAILED;
+    snprintf(m->error, sizeof m->error, "%s", why);
+    m->fail_until_ms = time_now_ms() + m->backoff_ms;
+    m->backoff_ms = m->backoff_ms * 2 > POOL_COOLDOWN_MAX_MS ? POOL_COOLDOWN_MAX_MS : m->backoff_ms * 2;
+}
+
 /* Hand requests that waited for a load to the engine (a refusal fails the
  * request); drops the pool's references and frees the array. */
 static void pool__submit_all(struct engine *e, struct engine_req **reqs, size_t n) {
@@ -356,11 +375,9 @@ void pool_stop(struct pool *p) {
     corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the server is shutting down");
     for (size_t i = 0; i < p->n; i++) {
         struct pool_model *m = p->models[i];
+        size_t np;
         pthread_mutex_lock(&p->mu);
-        struct engine_req **pend = m->pending;
-        size_t np = m->n_pending;
-        m->pending = NULL;
-        m->n_pending = 0;
+        struct engine_req **pend = pool__take_pending(m, &np);
         pthread_mutex_unlock(&p->mu);
         if (pend || np) pool__fail_all(pend, np, &err);
         if (m->engine) engine_stop(m->engine);
@@ -571,11 +588,9 @@ static void pool__undrain(struct pool *p) {
         if (d->engine && !engine_alive(d->engine)) continue; /* waits for its respawn */
         d->draining = false;
         if (d->status != POOL_LOADED || d->n_pending == 0) continue;
-        struct engine_req **pend = d->pending;
-        size_t np = d->n_pending;
+        size_t np;
+        struct engine_req **pend = pool__take_pending(d, &np);
         struct engine *e = d->engine;
-        d->pending = NULL;
-        d->n_pending = 0;
         pthread_mutex_unlock(&p->mu);
         pool__submit_all(e, pend, np);
         pthread_mutex_lock(&p->mu);
@@ -762,10 +777,8 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     log_info("model %s: ready in %lld ms (estimated %.1f MiB, RSS +%.1f MiB)", m->id, (long long)m->load_ms,
              m->est / 1048576.0, m->measured / 1048576.0);
     /* hand the waiting requests to the engine */
-    struct engine_req **pend = m->pending;
-    size_t np = m->n_pending;
-    m->pending = NULL;
-    m->n_pending = 0;
+    size_t np;
+    struct engine_req **pend = pool__take_pending(m, &np);
     pthread_mutex_unlock(&p->mu);
     pool__submit_all(e, pend, np);
     pthread_mutex_lock(&p->mu);
@@ -773,17 +786,12 @@ static void pool__load(struct pool *p, struct pool_model *m) {
 
 failed:
     pool__undrain(p);
-    m->status = POOL_FAILED;
     m->est = 0;
-    snprintf(m->error, sizeof m->error, "%s", err.message);
-    m->fail_until_ms = time_now_ms() + m->backoff_ms;
-    m->backoff_ms = m->backoff_ms * 2 > POOL_COOLDOWN_MAX_MS ? POOL_COOLDOWN_MAX_MS : m->backoff_ms * 2;
+    pool__cool_down(m, err.message);
     p->load_failures++;
     log_error("%s", err.message);
-    struct engine_req **waiting = m->pending;
-    size_t n_waiting = m->n_pending;
-    m->pending = NULL;
-    m->n_pending = 0;
+    size_t n_waiting;
+    struct engine_req **waiting = pool__take_pending(m, &n_waiting);
     pthread_mutex_unlock(&p->mu);
     if (err.status == CORRAL_OK) err.status = CORRAL_UNAVAILABLE;
     pool__fail_all(waiting, n_waiting, &err);
@@ -815,32 +823,26 @@ static void *pool__loader(void *arg) {
                 }
                 m->crashes++;
                 struct engine *e = pool__unload(p, m, "its server exited");
+                struct engine_req **pend = NULL;
+                size_t np = 0;
+                struct corral_err cerr;
                 if (m->crashes >= POOL_CRASH_LOOP) {
                     /* a crash loop: cool down like a failed load */
-                    m->status = POOL_FAILED;
-                    snprintf(m->error, sizeof m->error, "its server exited %d times in %d minutes", m->crashes,
+                    char why[96];
+                    snprintf(why, sizeof why, "its server exited %d times in %d minutes", m->crashes,
                              POOL_CRASH_WINDOW_MS / 60000);
-                    m->fail_until_ms = now + m->backoff_ms;
-                    m->backoff_ms = m->backoff_ms * 2 > POOL_COOLDOWN_MAX_MS ? POOL_COOLDOWN_MAX_MS : m->backoff_ms * 2;
+                    pool__cool_down(m, why);
                     m->crashes = 0;
-                    struct corral_err cerr;
                     corral_err_set(&cerr, CORRAL_UNAVAILABLE, "model",
                                    "the model '%s' keeps crashing (%s); retrying in %lld s", m->id, m->error,
                                    (long long)((m->fail_until_ms - now) / 1000));
                     log_error("%s", cerr.message);
-                    struct engine_req **pend = m->pending;
-                    size_t np = m->n_pending;
-                    m->pending = NULL;
-                    m->n_pending = 0;
-                    pthread_mutex_unlock(&p->mu);
-                    pool__fail_all(pend, np, &cerr);
-                    engine_free(e);
-                    pthread_mutex_lock(&p->mu);
-                } else {
-                    pthread_mutex_unlock(&p->mu);
-                    engine_free(e);
-                    pthread_mutex_lock(&p->mu);
+                    pend = pool__take_pending(m, &np);
                 }
+                pthread_mutex_unlock(&p->mu);
+                if (pend) pool__fail_all(pend, np, &cerr);
+                engine_free(e);
+                pthread_mutex_lock(&p->mu);
                 i = (size_t)-1; /* the registry may have changed: start over */
                 now = time_now_ms();
                 continue;
