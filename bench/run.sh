@@ -644,8 +644,11 @@ if [ $DO_CEILING -eq 1 ]; then
         model=$(model_file "$mname")
         if [ -n "$LB" ]; then
             log "llama-bench $mname"
-            { echo "### llama-bench, $mname (pp128, tg256, $THREADS threads)"; echo
-              timeout 300 "$LB" -m "$model" -t "$THREADS" -p 128 -n 256 -r 2 -o md 2>>"$RUN_DIR/llama-bench.err" ||
+            # tg256 @ d128 is s1's decode (256 tokens after a 128-token
+            # prompt); flash attention both ways, the better is the ceiling
+            { echo "### llama-bench, $mname (pp128, tg256 from depth 0 and 128, flash attention off/on, $THREADS threads)"; echo
+              timeout 400 "$LB" -m "$model" -t "$THREADS" -p 128 -n 256 -d 0,128 -fa 0,1 -r 2 -o md \
+                  2>>"$RUN_DIR/llama-bench.err" ||
                   echo "(llama-bench failed; see $RUN_DIR/llama-bench.err)"
               echo; } >>"$CEIL_FILE"
         fi
@@ -672,7 +675,7 @@ NOTES_FILE=$RUN_DIR/notes.txt
 #   sweep  RUN_DIR THREADS MODEL   -> s7 data file on stdout (streams, corral tok/s, llama-server tok/s)
 #   report RUN_DIR THREADS M1,M2,  -> the markdown report on stdout
 REPORT_PY=$(cat <<'PY'
-import json, os, sys, platform, subprocess, datetime
+import json, os, re, sys, platform, subprocess, datetime
 mode, run_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3]
 scen = [l.rstrip("\n").split("|") for l in open(os.path.join(run_dir, "scenarios.txt")) if l.strip()]
 
@@ -950,6 +953,28 @@ for m in models:
 ceil = open(os.path.join(run_dir, "ceiling.md")).read().strip()
 if ceil:
     out.append("## Library ceiling (llama.cpp benches, same model and threads)")
+    out.append("")
+    # s1 against the library: corral's per-stream rate (p50) over
+    # llama-bench's tg256 @ d128 (the same decode: 256 tokens after a
+    # 128-token prompt), the better of flash attention off and on
+    for m in models:
+        sec = re.search(r"### llama-bench, " + re.escape(m) + r" .*?(?=\n### |\Z)", ceil, re.S)
+        rates = {}
+        for line in (sec.group(0).splitlines() if sec else []):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 8 and cells[-2] == "tg256 @ d128":
+                try:
+                    rates[cells[-3]] = float(cells[-1].split()[0])
+                except ValueError:
+                    pass
+        a = load(m, "s1", "corral")
+        ps = get(a, "stream_tokens_per_s", "p50")
+        if rates and ps:
+            fa, best = max(rates.items(), key=lambda kv: kv[1])
+            out.append(f"- {m} s1: corral per-stream {ps:.1f} tok/s against llama-bench tg256 @ d128 "
+                       f"{best:.1f} (flash attention {'on' if fa == '1' else 'off'}; "
+                       + ", ".join(f"fa {k}: {v:.1f}" for k, v in sorted(rates.items()))
+                       + f"): **{ps / best:.2f}** (goal ≥ 0.97)")
     out.append("")
     out.append(ceil)
     out.append("")

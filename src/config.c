@@ -54,6 +54,8 @@ enum opt_type {
     OPT_BOOL,      /* bool: true/false, yes/no, on/off, 1/0, any case */
     OPT_DURATION,  /* int64_t ms via config_parse_duration, in [min, max] */
     OPT_SIZE_AUTO, /* size_t via parse_size_t; 0 or "auto" = 0, else [min, max] */
+    OPT_AUTO_BOOL, /* int: "auto" = CONFIG_AUTO, else a boolean (1/0) */
+    OPT_SIZE_OR_AUTO, /* size_t: "auto" = CONFIG_SIZE_AUTO, else a size in [min, max] */
 };
 
 struct opt {
@@ -81,6 +83,9 @@ static const struct opt server_opts[] = {
     SOPT("batch", "CORRAL_BATCH", "--batch", OPT_INT, batch, 16, 65536),
     SOPT("n_gpu_layers", "CORRAL_N_GPU_LAYERS", "--n-gpu-layers", OPT_INT, n_gpu_layers, 0,
          100000),
+    SOPT("flash_attn", "CORRAL_FLASH_ATTN", "--flash-attn", OPT_AUTO_BOOL, flash_attn, 0, 0),
+    SOPT("prompt_cache", "CORRAL_PROMPT_CACHE", "--prompt-cache", OPT_SIZE_OR_AUTO, prompt_cache, 0,
+         1024LL * 1024 * 1024 * 1024),
     SOPT("queue_size", "CORRAL_QUEUE_SIZE", "--queue-size", OPT_INT, queue_size, 0, 100000),
     SOPT("body_limit", "CORRAL_BODY_LIMIT", "--body-limit", OPT_SIZE, body_limit, 1024,
          1024LL * 1024 * 1024),
@@ -111,6 +116,7 @@ static const struct opt model_opts[] = {
     MOPT("ctx", OPT_INT, ctx, 16, 1048576),
     MOPT("threads", OPT_INT, threads, 1, 1024),
     MOPT("n_gpu_layers", OPT_INT, n_gpu_layers, 0, 100000),
+    MOPT("flash_attn", OPT_AUTO_BOOL, flash_attn, 0, 0),
     MOPT("batch", OPT_INT, batch, 16, 65536),
     MOPT("chat_template", OPT_STR_NULL, chat_template, 0, 0),
     MOPT("preload", OPT_BOOL, preload, 0, 0),
@@ -343,6 +349,17 @@ static int opt_apply(struct load *ld, const struct opt *o, void *base, const cha
         }
         return fail(ld, "%s: expected one of debug, info, warn, error, off, got \"%s\"", src,
                     quote(value, q, sizeof q));
+    case OPT_AUTO_BOOL: {
+        bool v;
+        if (strcasecmp(value, "auto") == 0) {
+            *(int *)(void *)field = CONFIG_AUTO;
+            return 0;
+        }
+        if (parse_bool(value, &v) < 0)
+            return fail(ld, "%s: expected auto, on or off, got \"%s\"", src, quote(value, q, sizeof q));
+        *(int *)(void *)field = v;
+        return 0;
+    }
     case OPT_BOOL: {
         bool v;
         if (parse_bool(value, &v) < 0)
@@ -368,6 +385,17 @@ static int opt_apply(struct load *ld, const struct opt *o, void *base, const cha
             (parse_size_t(value, &v) < 0 ||
              (v != 0 && (v < (unsigned long long)o->min || v > (unsigned long long)o->max))))
             return fail(ld, "%s: expected a size in %s..%s (or 0/auto), got \"%s\"", src,
+                        size_str((unsigned long long)o->min, a, sizeof a),
+                        size_str((unsigned long long)o->max, b, sizeof b),
+                        quote(value, q, sizeof q));
+        *(size_t *)(void *)field = v;
+        return 0;
+    }
+    case OPT_SIZE_OR_AUTO: {
+        size_t v = CONFIG_SIZE_AUTO;
+        if (strcasecmp(value, "auto") != 0 &&
+            (parse_size_t(value, &v) < 0 || v < (unsigned long long)o->min || v > (unsigned long long)o->max))
+            return fail(ld, "%s: expected auto or a size in %s..%s, got \"%s\"", src,
                         size_str((unsigned long long)o->min, a, sizeof a),
                         size_str((unsigned long long)o->max, b, sizeof b),
                         quote(value, q, sizeof q));
@@ -402,12 +430,9 @@ static int model_add(struct load *ld, const char *id, size_t len, const char *sr
     if (cfg->n_models >= CONFIG_MAX_MODELS)
         return fail(ld, "%s: too many models (at most %d)", src, CONFIG_MAX_MODELS);
     struct config_model *m = &cfg->models[cfg->n_models];
-    memset(m, 0, sizeof *m);
+    config_model_init(m);
     memcpy(m->id, id, len);
     m->id[len] = '\0';
-    m->parallel = m->ctx = m->threads = m->n_gpu_layers = m->batch = -1;
-    m->keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
-    m->startup_timeout_ms = 120 * 1000;
     return cfg->n_models++;
 }
 
@@ -849,6 +874,8 @@ void config_defaults(struct config *cfg)
     cfg->ctx = 2048;
     cfg->batch = 512;
     cfg->n_gpu_layers = 0;
+    cfg->flash_attn = CONFIG_AUTO;
+    cfg->prompt_cache = CONFIG_SIZE_AUTO;
     cfg->queue_size = 64;
     cfg->body_limit = 8 * MIB;
     cfg->api_key = NULL;
@@ -933,6 +960,15 @@ fail:
     return rc;
 }
 
+void config_model_init(struct config_model *m)
+{
+    memset(m, 0, sizeof *m);
+    m->parallel = m->ctx = m->threads = m->n_gpu_layers = m->batch = -1;
+    m->flash_attn = CONFIG_INHERIT;
+    m->keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
+    m->startup_timeout_ms = 120 * 1000;
+}
+
 void config_model_resolve(const struct config *cfg, const struct config_model *in,
                           struct config_model *out)
 {
@@ -947,6 +983,8 @@ void config_model_resolve(const struct config *cfg, const struct config_model *i
         out->n_gpu_layers = cfg->n_gpu_layers;
     if (out->batch < 0)
         out->batch = cfg->batch;
+    if (out->flash_attn == CONFIG_INHERIT)
+        out->flash_attn = cfg->flash_attn;
     if (out->keep_alive_ms < CONFIG_KEEP_ALIVE_FOREVER)
         out->keep_alive_ms = cfg->keep_alive_ms;
 }

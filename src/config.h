@@ -7,12 +7,13 @@
  *
  * INI layout:
  *   [server]          host, port, threads, parallel, ctx, api_key, admin_api_key, queue_size,
- *                     body_limit, http_threads, log_level, n_gpu_layers, batch,
+ *                     body_limit, http_threads, log_level, n_gpu_layers, batch, flash_attn,
+ *                     prompt_cache,
  *                     models_dir, memory_budget, max_models, keep_alive,
  *                     load_timeout, max_concurrent, queue_timeout,
  *                     pressure_file, meminfo_file, state_dir
  *   [model.ID]        path (required unless command or upstream), parallel,
- *                     ctx, threads, n_gpu_layers, chat_template, batch,
+ *                     ctx, threads, n_gpu_layers, flash_attn, chat_template, batch,
  *                     preload, keep_alive; a child server: command,
  *                     health_path, startup_timeout, memory_estimate; remote
  *                     replicas: upstream, upstream_model, upstream_api_key,
@@ -20,7 +21,8 @@
  * Environment: CORRAL_CONFIG, CORRAL_HOST, CORRAL_PORT, CORRAL_THREADS,
  *   CORRAL_PARALLEL, CORRAL_CTX, CORRAL_API_KEY, CORRAL_QUEUE_SIZE,
  *   CORRAL_BODY_LIMIT, CORRAL_HTTP_THREADS, CORRAL_LOG_LEVEL,
- *   CORRAL_N_GPU_LAYERS, CORRAL_BATCH, CORRAL_MODELS_DIR,
+ *   CORRAL_N_GPU_LAYERS, CORRAL_FLASH_ATTN, CORRAL_PROMPT_CACHE, CORRAL_BATCH,
+ *   CORRAL_MODELS_DIR,
  *   CORRAL_MEMORY_BUDGET, CORRAL_MAX_MODELS, CORRAL_KEEP_ALIVE,
  *   CORRAL_LOAD_TIMEOUT, CORRAL_QUEUE_TIMEOUT, CORRAL_PRESSURE_FILE,
  *   CORRAL_MEMINFO_FILE, CORRAL_MAX_CONCURRENT (kept as text in
@@ -31,7 +33,7 @@
  * Flags (for `corral serve`): --config FILE, --model ID=PATH (repeatable),
  *   --preload ID (repeatable), --host, --port, --threads, --parallel, --ctx,
  *   --api-key, --queue-size, --body-limit, --http-threads, --log-level,
- *   --n-gpu-layers, --batch, --models-dir, --memory-budget, --max-models,
+ *   --n-gpu-layers, --flash-attn, --prompt-cache, --batch, --models-dir, --memory-budget, --max-models,
  *   --keep-alive, --load-timeout, --max-concurrent, --queue-timeout,
  *   --pressure-file, --meminfo-file. "--flag value" and "--flag=value" both work.
  *
@@ -50,6 +52,11 @@
 #define CONFIG_ID_MAX 128
 #define CONFIG_MAX_MODELS 64
 
+/* flash_attn values besides 0 (off) and 1 (on) */
+#define CONFIG_AUTO (-1)    /* corral decides (see llama_engine.h) */
+#define CONFIG_INHERIT (-2) /* model: use the server's */
+#define CONFIG_SIZE_AUTO ((size_t)-1) /* a size corral chooses */
+
 /* keep_alive_ms special values */
 #define CONFIG_KEEP_ALIVE_FOREVER ((int64_t)-1) /* never unload when idle */
 #define CONFIG_KEEP_ALIVE_INHERIT ((int64_t)-2) /* model: use the server's */
@@ -64,6 +71,7 @@ struct config_model {
     int threads;            /* -1 = inherit */
     int n_gpu_layers;       /* -1 = inherit */
     int batch;              /* -1 = inherit */
+    int flash_attn;         /* 0 off, 1 on, CONFIG_AUTO; CONFIG_INHERIT (default) */
     char *chat_template;    /* NULL = the model's own */
     bool preload;           /* load at start; default false */
     int64_t keep_alive_ms;  /* idle time before unloading, ms; -1 = forever,
@@ -90,6 +98,11 @@ struct config {
     int ctx;             /* context tokens per slot; default 2048; 16..1048576 */
     int batch;           /* tokens per decode step; default 512; 16..65536 */
     int n_gpu_layers;    /* default 0 (99 = all); 0..100000 */
+    int flash_attn;      /* 0 off, 1 on, CONFIG_AUTO (default): off on the
+                          * CPU, on when layers are offloaded */
+    size_t prompt_cache; /* bytes of finished sequences' KV kept per model
+                          * in host memory; 0 = off; CONFIG_SIZE_AUTO
+                          * (default) = as much as the model's KV cache */
     int queue_size;      /* waiting requests per model; default 64; 0..100000 */
     size_t body_limit;   /* default 8 MiB; accepts 1024, 64k, 8M, 1G; 1k..1G */
     char *api_key;       /* NULL = no auth */
@@ -143,6 +156,9 @@ void config_defaults(struct config *cfg);
  * --model supplies one. *cfg is overwritten as by config_defaults. */
 int config_load(struct config *cfg, int argc, char **argv, char **envp, char *errbuf,
                 size_t errlen);
+
+/* A model entry with everything inherited from the server (id empty). */
+void config_model_init(struct config_model *m);
 
 /* Resolve a model's effective numbers: -1 fields take the server's value,
  * and keep_alive_ms CONFIG_KEEP_ALIVE_INHERIT (-2) the server's keep_alive_ms.

@@ -113,7 +113,7 @@ static int admin__one(struct buf *out, const char *name, const char *type, const
 
 /* What one per-model family shows of a model. */
 enum admin__field {
-    F_REQUESTS, F_PROMPT, F_GENERATED, F_CACHED, F_QUEUED, F_WAIT_LOAD, F_BUSY, F_SLOTS, F_LOADED, F_MEM
+    F_REQUESTS, F_PROMPT, F_GENERATED, F_CACHED, F_PC_HITS, F_PC_BYTES, F_QUEUED, F_WAIT_LOAD, F_BUSY, F_SLOTS, F_LOADED, F_MEM
 };
 
 static double admin__field(const struct pool_model_info *mi, enum admin__field f) {
@@ -122,6 +122,8 @@ static double admin__field(const struct pool_model_info *mi, enum admin__field f
     case F_PROMPT: return (double)mi->stats.tokens_prompt;
     case F_GENERATED: return (double)mi->stats.tokens_generated;
     case F_CACHED: return (double)mi->stats.tokens_cached;
+    case F_PC_HITS: return (double)mi->stats.prompt_cache_hits;
+    case F_PC_BYTES: return (double)mi->stats.prompt_cache_bytes;
     case F_QUEUED: return mi->stats.queued;
     case F_WAIT_LOAD: return mi->waiting_for_load;
     case F_BUSY: return mi->stats.slots_busy;
@@ -141,6 +143,9 @@ int admin_metrics_text(const struct admin_view *v, struct buf *out) {
         {"corral_prompt_tokens_total", "counter", "Prompt tokens processed (including cached ones).", F_PROMPT},
         {"corral_generated_tokens_total", "counter", "Tokens generated.", F_GENERATED},
         {"corral_cached_prompt_tokens_total", "counter", "Prompt tokens reused from the KV cache.", F_CACHED},
+        {"corral_prompt_cache_hits_total", "counter", "Prompts that restored a prefix from the host prompt cache.",
+         F_PC_HITS},
+        {"corral_prompt_cache_bytes", "gauge", "KV state of finished sequences kept in host memory.", F_PC_BYTES},
         {"corral_queue_depth", "gauge", "Requests waiting in the model's queue.", F_QUEUED},
         {"corral_waiting_for_load", "gauge", "Requests waiting for the model to load.", F_WAIT_LOAD},
         {"corral_slots_busy", "gauge", "Sequence slots running a request.", F_BUSY},

@@ -52,6 +52,7 @@
 #include "engine/stopmatch.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "engine/pcache.h"
 #include "util/time.h"
 #include "util/utf8.h"
 
@@ -63,6 +64,8 @@
 #define LLAMA_ENGINE_MAX_BATCH 2048
 /* Fewest extra prefix tokens worth copying another slot's KV stream for. */
 #define LLAMA_ENGINE_MIN_COPY 64
+/* Most sequences the prompt cache keeps (besides its byte bound). */
+#define LLAMA_ENGINE_PCACHE_ENTRIES 64
 /* Longest a token's text can be (pieces are short; this bounds a stack buffer). */
 #define LLAMA_ENGINE_PIECE_MAX 256
 
@@ -142,7 +145,10 @@ struct llama_engine {
     int queue_size;
     _Atomic int busy;   /* slots not idle */
 
+    struct pcache pc; /* finished sequences' KV in host memory (scheduler thread only) */
+
     _Atomic int64_t st_requests, st_prompt, st_generated, st_cached;
+    _Atomic int64_t st_pc_hits, st_pc_bytes, st_pc_entries; /* mirror pc for stats() */
     uint64_t mem_bytes;
 };
 
@@ -435,6 +441,57 @@ static void llama_engine__copy_prefix(struct llama_engine *e, struct slot *s, st
     log_debug("model %s: slot %d takes a %d-token prefix from slot %d", e->id, s->seq, n, src->seq);
 }
 
+/* Keep s's sequence in the prompt cache before it is overwritten, unless
+ * the cache or another slot already holds it (or a longer one). Costs a
+ * copy of its KV (~1 ms per 3 MiB) on the scheduler thread. */
+static void llama_engine__save(struct llama_engine *e, struct slot *s) {
+    if (s->n_cache < LLAMA_ENGINE_MIN_COPY || e->pc.max_bytes == 0) return;
+    struct pcache_entry *have = pcache_covering(&e->pc, s->cache, s->n_cache);
+    if (have) {
+        pcache_touch(&e->pc, have);
+        return;
+    }
+    for (int i = 0; i < e->n_slots; i++) {
+        struct slot *o = &e->slots[i];
+        if (o != s && o->n_cache >= s->n_cache && !o->copy_pending &&
+            llama_engine__lcp(o->cache, o->n_cache, s->cache, s->n_cache) == s->n_cache)
+            return;
+    }
+    size_t size = llama_state_seq_get_size(e->ctx, s->seq);
+    if (!pcache_fits(&e->pc, size)) return;
+    void *buf = malloc(size);
+    if (!buf) return;
+    size_t got = llama_state_seq_get_data(e->ctx, buf, size, s->seq);
+    if (got == 0 || got > size) {
+        free(buf);
+        return;
+    }
+    int rc = pcache_put(&e->pc, s->cache, s->n_cache, buf, got);
+    atomic_store(&e->st_pc_bytes, (int64_t)e->pc.bytes);
+    atomic_store(&e->st_pc_entries, e->pc.n);
+    if (rc == 0)
+        log_debug("model %s: kept slot %d's %d tokens in the prompt cache (%zu KiB; %d entries, %zu MiB)", e->id,
+                  s->seq, s->n_cache, got / 1024, e->pc.n, e->pc.bytes >> 20);
+}
+
+/* Make s's sequence the cached one's first n tokens. Returns false (s
+ * emptied) if llama.cpp refused the state. */
+static bool llama_engine__restore(struct llama_engine *e, struct slot *s, struct pcache_entry *en, int n) {
+    llama_memory_t mem = llama_get_memory(e->ctx);
+    if (llama_state_seq_set_data(e->ctx, en->state, en->size, s->seq) == 0) {
+        llama_memory_seq_rm(mem, s->seq, -1, -1);
+        s->n_cache = 0;
+        return false;
+    }
+    llama_memory_seq_rm(mem, s->seq, n, -1);
+    memcpy(s->cache, en->tokens, (size_t)n * sizeof *s->cache);
+    s->n_cache = n;
+    pcache_touch(&e->pc, en);
+    atomic_fetch_add(&e->st_pc_hits, 1);
+    log_debug("model %s: slot %d takes a %d-token prefix from the prompt cache", e->id, s->seq, n);
+    return true;
+}
+
 /* Put r (taken from the queue, holding a permit) into an idle slot, reusing
  * the longest cached prefix. If it cannot start (no idle slot, no sampler)
  * r is failed and released. */
@@ -493,8 +550,20 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
             }
         }
     }
+    int pc_lcp = 0;
+    struct pcache_entry *pc = pcache_best(&e->pc, p, (int)np, &pc_lcp);
+    /* what s holds past the part this prompt keeps is about to go */
+    int keeps = best_lcp;
+    if (src_lcp > keeps || pend_lcp > keeps || pc_lcp > keeps) keeps = 0;
+    if (s->n_cache - keeps >= LLAMA_ENGINE_MIN_COPY) {
+        llama_engine__save(e, s);
+        pc = pcache_best(&e->pc, p, (int)np, &pc_lcp); /* saving may have evicted */
+    }
     s->wait_src = NULL;
-    if (src && src_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY && src_lcp >= pend_lcp) {
+    if (pc && pc_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY && pc_lcp >= src_lcp && pc_lcp >= pend_lcp) {
+        if ((size_t)pc_lcp >= np) pc_lcp = (int)np - 1;
+        best_lcp = llama_engine__restore(e, s, pc, pc_lcp) ? pc_lcp : 0;
+    } else if (src && src_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY && src_lcp >= pend_lcp) {
         llama_engine__copy_prefix(e, s, src, src_lcp);
         best_lcp = src_lcp;
     } else if (pend && pend_lcp >= best_lcp + LLAMA_ENGINE_MIN_COPY) {
@@ -821,6 +890,9 @@ static void llama_engine__stats(struct engine *base, struct engine_stats *out) {
     out->tokens_prompt = atomic_load(&e->st_prompt);
     out->tokens_generated = atomic_load(&e->st_generated);
     out->tokens_cached = atomic_load(&e->st_cached);
+    out->prompt_cache_hits = atomic_load(&e->st_pc_hits);
+    out->prompt_cache_bytes = (uint64_t)atomic_load(&e->st_pc_bytes);
+    out->prompt_cache_entries = (int)atomic_load(&e->st_pc_entries);
     out->memory_bytes = e->mem_bytes;
 }
 
@@ -847,6 +919,7 @@ static void llama_engine__free(struct engine *base) {
     }
     free(e->slots);
     free(e->took);
+    pcache_free(&e->pc);
     if (e->batch.token) llama_batch_free(e->batch);
     if (e->ectx) llama_free(e->ectx);
     if (e->ctx) llama_free(e->ctx);
@@ -924,6 +997,7 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     }
     e->out_cap = p->out_cap;
     e->threads = p->threads;
+    pcache_init(&e->pc, p->prompt_cache, LLAMA_ENGINE_PCACHE_ENTRIES);
 
     int64_t t0 = time_now_ms();
     struct llama_model_params mp = llama_model_default_params();
@@ -965,6 +1039,8 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     cp.n_seq_max = (uint32_t)e->n_slots;
     cp.n_threads = cp.n_threads_batch = p->threads;
     cp.kv_unified = false;
+    bool fa = p->flash_attn == 1 || (p->flash_attn != 0 && p->n_gpu_layers > 0);
+    cp.flash_attn_type = fa ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.no_perf = true;
     e->ctx = llama_init_from_model(e->model, cp);
     if (e->ctx) {
@@ -1006,9 +1082,10 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
         goto fail;
     }
     e->thread_started = true;
-    log_info("model %s: loaded %s in %lld ms (%d slots x %d ctx, chunk %d, %d threads, template %s)", p->id,
-             p->path, (long long)(time_now_ms() - t0), e->n_slots, e->n_ctx_slot, e->n_chunk, p->threads,
-             strlen(e->tmpl) < 32 ? e->tmpl : "from the model");
+    log_info("model %s: loaded %s in %lld ms (%d slots x %d ctx, chunk %d, %d threads, flash attention %s, "
+             "template %s)",
+             p->id, p->path, (long long)(time_now_ms() - t0), e->n_slots, e->n_ctx_slot, e->n_chunk, p->threads,
+             fa ? "on" : "off", strlen(e->tmpl) < 32 ? e->tmpl : "from the model");
     return &e->base;
 nomem:
     corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");

@@ -16,6 +16,13 @@ struct llama_engine_params {
     int batch;                 /* tokens per decode step */
     int threads;               /* CPU threads for decoding */
     int n_gpu_layers;          /* layers to offload (0 on CPU builds) */
+    int flash_attn;            /* 1 on, 0 off, else auto: on when layers are
+                                * offloaded, off on the CPU (llama.cpp's CPU
+                                * flash attention decodes slower once a
+                                * sequence holds more than ~128 tokens) */
+    size_t prompt_cache;       /* bytes of finished sequences' KV kept in host
+                                * memory for later prompts that share a prefix;
+                                * 0 = none */
     int queue_size;            /* requests allowed to wait beyond those that can start now */
     struct capacity *gate;     /* admission gate: a permit per running request; NULL = none */
     const char *chat_template; /* NULL = the model's own */

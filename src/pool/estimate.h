@@ -16,13 +16,17 @@ struct estimate_params {
     int n_slots;      /* parallel sequences (llama n_seq_max), >= 1 */
     int ctx_per_slot; /* tokens of context per slot, >= 1 */
     int n_batch;      /* physical batch (llama n_ubatch), >= 1 */
+    uint64_t prompt_cache; /* bytes of host prompt cache; ESTIMATE_CACHE_AS_KV = kv_bytes */
 };
+
+#define ESTIMATE_CACHE_AS_KV UINT64_MAX
 
 struct estimate {
     uint64_t weights_bytes; /* sum of tensor data sizes */
     uint64_t kv_bytes;      /* F16 KV cache for n_slots * padded ctx_per_slot cells */
     uint64_t compute_bytes; /* compute-buffer + logits allowance */
-    uint64_t total_bytes;   /* sum of the three */
+    uint64_t cache_bytes;   /* the host prompt cache's bound (see estimate_params) */
+    uint64_t total_bytes;   /* sum of the four */
     int n_layer, n_embd, n_head, n_head_kv, n_ctx_train; /* n_ctx_train 0 if absent */
     int n_vocab;            /* 0 if the header does not say */
     int kv_cells_per_slot;  /* ctx_per_slot after capping at n_ctx_train and padding to 256 */
@@ -40,6 +44,8 @@ struct estimate {
  * compute = 4 * (n_batch * (n_vocab + 4 * n_embd) + n_slots * n_vocab) + 16 MiB
  *           (logits of one ubatch dominate; see ESTIMATE_COMPUTE_RULE in
  *           estimate.c).
+ * cache   = prompt_cache, or kv when it is ESTIMATE_CACHE_AS_KV: finished
+ *           sequences' KV kept in host memory (filled only as they finish).
  *
  * Weights are the bytes llama.cpp keeps live. On CPU, Q4_0/IQ4_NL/Q4_K-type
  * weights may be repacked into an anonymous copy at load; the mmapped file

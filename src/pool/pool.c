@@ -235,12 +235,10 @@ static void pool__scan_dir(struct pool *p, const char *dir, int depth) {
         if (!S_ISREG(st.st_mode) || len <= 5 || strcmp(de->d_name + len - 5, ".gguf") != 0) continue;
         if (len - 5 >= CONFIG_ID_MAX) continue;
         struct config_model cm;
-        memset(&cm, 0, sizeof cm);
+        config_model_init(&cm);
         memcpy(cm.id, de->d_name, len - 5);
         cm.id[len - 5] = '\0';
         if (pool__find(p, cm.id)) continue;
-        cm.parallel = cm.ctx = cm.threads = cm.n_gpu_layers = cm.batch = -1;
-        cm.keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
         cm.path = path;
         struct config_model resolved;
         config_model_resolve(p->cfg, &cm, &resolved);
@@ -531,6 +529,7 @@ static struct engine *pool__unload(struct pool *p, struct pool_model *m, const c
         m->acc.tokens_prompt += st.tokens_prompt;
         m->acc.tokens_generated += st.tokens_generated;
         m->acc.tokens_cached += st.tokens_cached;
+        m->acc.prompt_cache_hits += st.prompt_cache_hits;
     }
     m->engine = NULL;
     m->status = POOL_UNLOADED;
@@ -627,7 +626,12 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     struct estimate est;
     memset(&est, 0, sizeof est);
     if (m->backend == POOL_LLAMA) {
-        struct estimate_params ep = {.n_slots = m->slots, .ctx_per_slot = m->cfg.ctx, .n_batch = m->cfg.batch};
+        struct estimate_params ep = {.n_slots = m->slots,
+                                     .ctx_per_slot = m->cfg.ctx,
+                                     .n_batch = m->cfg.batch,
+                                     .prompt_cache = p->cfg->prompt_cache == CONFIG_SIZE_AUTO
+                                                         ? ESTIMATE_CACHE_AS_KV
+                                                         : p->cfg->prompt_cache};
         char eerr[256];
         pthread_mutex_unlock(&p->mu);
         int erc = estimate_gguf(m->path, &ep, &est, eerr, sizeof eerr);
@@ -721,6 +725,8 @@ static void pool__load(struct pool *p, struct pool_model *m) {
         .batch = m->cfg.batch,
         .threads = m->cfg.threads,
         .n_gpu_layers = m->cfg.n_gpu_layers,
+        .flash_attn = m->cfg.flash_attn,
+        .prompt_cache = est.cache_bytes,
         .queue_size = p->cfg->queue_size,
         .gate = p->gate,
         .chat_template = m->cfg.chat_template,
@@ -974,10 +980,8 @@ enum corral_status pool_register(struct pool *p, const char *id, const char *pat
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "id", "a model '%s' is already registered", id);
     }
     struct config_model cm;
-    memset(&cm, 0, sizeof cm);
+    config_model_init(&cm);
     snprintf(cm.id, sizeof cm.id, "%s", id);
-    cm.parallel = cm.ctx = cm.threads = cm.n_gpu_layers = cm.batch = -1;
-    cm.keep_alive_ms = CONFIG_KEEP_ALIVE_INHERIT;
     cm.path = file;
     struct config_model resolved;
     config_model_resolve(p->cfg, &cm, &resolved);
@@ -1028,6 +1032,7 @@ int pool_info(struct pool *p, size_t i, struct pool_model_info *out) {
     out->stats.tokens_prompt += m->acc.tokens_prompt;
     out->stats.tokens_generated += m->acc.tokens_generated;
     out->stats.tokens_cached += m->acc.tokens_cached;
+    out->stats.prompt_cache_hits += m->acc.prompt_cache_hits;
     pthread_mutex_unlock(&p->mu);
     return 0;
 }

@@ -152,7 +152,7 @@ def test_capacity_one_serialises_two_models(make_server, mkmodel):
     srv = make_server(_args(_two_models(mkmodel), capacity=1))
     srv.wait_loaded("a")
     srv.wait_loaded("b")
-    a = _stream(srv, "a", 400)
+    a = _stream(srv, "a", 2000)
     b = None
     try:
         got = read_until(a, lambda x: x.count(b"data: ") >= 3)
@@ -178,7 +178,7 @@ def test_capacity_one_serialises_two_models(make_server, mkmodel):
     c = _wait_cap(srv, lambda c: c["in_use"] == 0 and c["queued"] == 0, what="idle")
     assert c["admitted"] == 2
     m = _metrics(srv)
-    assert m['corral_generated_tokens_total{model="a"}'] == 400
+    assert m['corral_generated_tokens_total{model="a"}'] == 2000
     assert m['corral_generated_tokens_total{model="b"}'] == 8
     assert "waited" in srv.stderr()  # the wait (> 100 ms) was logged with the numbers
 
@@ -192,7 +192,7 @@ def test_freed_permit_goes_to_longest_waiting(make_server, mkmodel):
     srv = make_server(_args(models, capacity=1))
     for mid in "abc":
         srv.wait_loaded(mid)
-    hold = _stream(srv, "a", 300)
+    hold = _stream(srv, "a", 1500)
     done = {}
     threads = []
 
@@ -222,7 +222,7 @@ def test_full_queue_answers_503_at_once(make_server, mkmodel):
     srv = make_server(_args(_two_models(mkmodel), capacity=1, queue=1))
     srv.wait_loaded("a")
     srv.wait_loaded("b")
-    a = _stream(srv, "a", 3000)
+    a = _stream(srv, "a", 4000)
     b = None
     try:
         read_until(a, lambda x: x.count(b"data: ") >= 2)
@@ -253,7 +253,7 @@ def test_max_wait_header(make_server, mkmodel):
     for bad in ("soon", "-5", "1.5", "99999999999"):
         r = srv.post(COMP, completion_body("x", model="b", max_tokens=2), headers={"X-Corral-Max-Wait": bad})
         assert_error(r, 400, "invalid_request_error", param="X-Corral-Max-Wait")
-    a = _stream(srv, "a", 3000)
+    a = _stream(srv, "a", 4000)
     try:
         read_until(a, lambda x: x.count(b"data: ") >= 2)
         for stream in (False, True):
@@ -282,7 +282,7 @@ def test_queue_timeout_default(make_server, mkmodel):
     srv.wait_loaded("a")
     srv.wait_loaded("b")
     assert _capacity(srv)["queue_timeout_ms"] == 1000
-    a = _stream(srv, "a", 3000)
+    a = _stream(srv, "a", 4000)
     try:
         read_until(a, lambda x: x.count(b"data: ") >= 2)
         t0 = time.monotonic()
@@ -308,10 +308,10 @@ def test_control_endpoints_answer_while_saturated(make_server, mkmodel):
     srv = make_server(_args(_two_models(mkmodel), capacity=1, queue=4))
     srv.wait_loaded("a")
     srv.wait_loaded("b")
-    socks = [_stream(srv, "a", 3000)]
+    socks = [_stream(srv, "a", 4000)]
     try:
         read_until(socks[0], lambda x: x.count(b"data: ") >= 2)
-        socks += [_stream(srv, m, 3000, prompt="queued %d" % i) for i, m in enumerate("abab")]
+        socks += [_stream(srv, m, 4000, prompt="queued %d" % i) for i, m in enumerate("abab")]
         _wait_cap(srv, lambda c: c["queued"] == 4, what="four queued")
         worst = 0.0
         for _ in range(10):
@@ -417,7 +417,7 @@ def test_memory_pressure_lowers_and_restores(make_server, tmp_path):
     assert "memory pressure" in srv.stderr()
 
     # effective 1 admits one stream; the second waits although a slot is free
-    s1 = _stream(srv, MODEL, 3000)
+    s1 = _stream(srv, MODEL, 4000)
     s2 = None
     try:
         read_until(s1, lambda x: x.count(b"data: ") >= 2)

@@ -81,3 +81,66 @@ def test_simultaneous_requests_compute_a_shared_prefix_once(make_server):
     for i in range(4):
         ref = fresh.post(COMP, bodies[i])
         assert out[i].json()["choices"][0]["text"] == ref.json()["choices"][0]["text"], i
+
+
+def _metric(srv, name):
+    r = srv.get("/metrics", timeout=5)
+    assert r.status_code == 200, r.text
+    for line in r.text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no %s in /metrics" % name)
+
+
+def test_prompt_cache_restores_a_conversation_that_lost_its_slot(make_server):
+    """One slot, two conversations taking turns: each new prompt overwrites
+    the slot, so the other conversation's KV is kept in the host prompt
+    cache and restored when it comes back; the answer matches a fresh
+    server's, and with the cache off the prompt is computed again."""
+    srv = make_server(server_args(parallel=1, ctx=4096))
+    off = make_server(server_args(parallel=1, ctx=4096, extra=["--prompt-cache", "0"]))
+    fresh = make_server(server_args(parallel=1, ctx=4096))
+    for s in (srv, off, fresh):
+        s.wait_loaded()
+    a1 = SYSTEM + "Conversation A asks its first question?"
+    b1 = "Conversation B is about something else entirely. " * 20 + "Question?"
+    a2 = a1 + " And then A asks a follow-up question."
+
+    for s in (srv, off):
+        assert s.post(COMP, completion_body(a1, max_tokens=4)).status_code == 200
+        assert s.post(COMP, completion_body(b1, max_tokens=4)).status_code == 200
+    assert _metric(srv, "corral_prompt_cache_bytes") > 0
+
+    body = completion_body(a2, max_tokens=24)
+    r = srv.post(COMP, body)
+    assert r.status_code == 200, r.text
+    u = r.json()["usage"]
+    a1_tokens = srv.post(COMP, completion_body(a1, max_tokens=1)).json()["usage"]["prompt_tokens"]
+    assert u["prompt_tokens_details"]["cached_tokens"] >= a1_tokens - 2, (u, a1_tokens)
+    assert _metric(srv, "corral_prompt_cache_hits_total") >= 1
+
+    r_off = off.post(COMP, body)
+    assert r_off.status_code == 200
+    assert r_off.json()["usage"]["prompt_tokens_details"]["cached_tokens"] < 16, r_off.json()["usage"]
+    assert _metric(off, "corral_prompt_cache_bytes") == 0
+    assert _metric(off, "corral_prompt_cache_hits_total") == 0
+
+    ref = fresh.post(COMP, body)
+    assert ref.status_code == 200
+    assert r.json()["choices"][0]["text"] == ref.json()["choices"][0]["text"]
+    assert r_off.json()["choices"][0]["text"] == ref.json()["choices"][0]["text"]
+
+
+def test_prompt_cache_stays_within_its_bound(make_server):
+    """A small bound keeps only what fits: distinct long prompts through one
+    slot (each sequence's state is ~66 KiB with the test model, five are
+    kept in all) never hold more than the bound, ~2 sequences."""
+    bound = 150000
+    srv = make_server(server_args(parallel=1, ctx=4096, extra=["--prompt-cache", str(bound)]))
+    srv.wait_loaded()
+    for i in range(6):
+        p = ("Topic %d is discussed here at length. " % i) * 25 + "Question?"
+        assert srv.post(COMP, completion_body(p, max_tokens=2)).status_code == 200
+        held = _metric(srv, "corral_prompt_cache_bytes")
+        assert held <= bound, held
+    assert held > 0

@@ -1055,6 +1055,56 @@ static void test_model_keep_alive(void **state)
     tmp_remove(path);
 }
 
+static void test_flash_attn(void **state)
+{
+    (void)state;
+    char *path = tmp_write("[server]\nflash_attn = on\n"
+                           "[model.a]\npath = /a\n"
+                           "[model.b]\npath = /b\nflash_attn = off\n"
+                           "[model.c]\npath = /c\nflash_attn = AUTO\n");
+    char *argv[] = {"--config", path, NULL};
+    struct config cfg;
+    char err[512] = "";
+    if (load(&cfg, argv, no_env, err, sizeof err) != 0)
+        fail_msg("load failed: %s", err);
+    assert_int_equal(cfg.flash_attn, 1);
+    static const struct {
+        const char *id;
+        int raw, resolved;
+    } want[] = {{"a", CONFIG_INHERIT, 1}, {"b", 0, 0}, {"c", CONFIG_AUTO, CONFIG_AUTO}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const struct config_model *m = find_model(&cfg, want[i].id);
+        assert_non_null(m);
+        assert_int_equal(m->flash_attn, want[i].raw);
+        struct config_model out;
+        config_model_resolve(&cfg, m, &out);
+        assert_int_equal(out.flash_attn, want[i].resolved);
+    }
+    config_free(&cfg);
+
+    /* the default is auto; the variable and the flag override the file */
+    char *argv0[] = {NULL};
+    assert_int_equal(load(&cfg, argv0, no_env, err, sizeof err), 0);
+    assert_int_equal(cfg.flash_attn, CONFIG_AUTO);
+    config_free(&cfg);
+    char *env[] = {"CORRAL_FLASH_ATTN=0", NULL};
+    assert_int_equal(load(&cfg, argv, env, err, sizeof err), 0);
+    assert_int_equal(cfg.flash_attn, 0);
+    config_free(&cfg);
+    char *argv2[] = {"--config", path, "--flash-attn", "auto", NULL};
+    assert_int_equal(load(&cfg, argv2, env, err, sizeof err), 0);
+    assert_int_equal(cfg.flash_attn, CONFIG_AUTO);
+    config_free(&cfg);
+    tmp_remove(path);
+
+    expect_file_error("[server]\nflash_attn = maybe\n", 2, "[server] flash_attn",
+                      "expected auto, on or off, got \"maybe\"");
+    expect_file_error("[model.a]\npath = /a\nflash_attn = 2\n", 3, "[model.a] flash_attn",
+                      "expected auto, on or off");
+    char *bad[] = {"--flash-attn", "fast", NULL};
+    expect_error_contains(bad, no_env, "--flash-attn", "expected auto, on or off");
+}
+
 static void test_model_resolve(void **state)
 {
     (void)state;
@@ -1127,6 +1177,7 @@ int main(void)
         cmocka_unit_test(test_memory_budget),
         cmocka_unit_test(test_preload),
         cmocka_unit_test(test_model_keep_alive),
+        cmocka_unit_test(test_flash_attn),
         cmocka_unit_test(test_model_resolve),
         cmocka_unit_test(test_errbuf_small),
     };

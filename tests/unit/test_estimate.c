@@ -136,7 +136,18 @@ static void test_gqa_and_padding(void **state) {
     /* head dim 64/8 = 8 for K and V; F16 */
     assert_int_equal(e.kv_bytes, 2ull * 2 * 512 * 2 * (8 + 8) * 2);
     assert_int_equal(e.compute_bytes, compute_rule(32, 10, 64, 2));
+    assert_int_equal(e.cache_bytes, 0);
     assert_int_equal(e.total_bytes, e.weights_bytes + e.kv_bytes + e.compute_bytes);
+
+    /* a prompt cache counts in the total: a fixed size, or as much as the KV */
+    p.prompt_cache = 12345;
+    assert_int_equal(estimate_gguf(path, &p, &e, err, sizeof err), 0);
+    assert_int_equal(e.cache_bytes, 12345);
+    assert_int_equal(e.total_bytes, e.weights_bytes + e.kv_bytes + e.compute_bytes + 12345);
+    p.prompt_cache = ESTIMATE_CACHE_AS_KV;
+    assert_int_equal(estimate_gguf(path, &p, &e, err, sizeof err), 0);
+    assert_int_equal(e.cache_bytes, e.kv_bytes);
+    assert_int_equal(e.total_bytes, e.weights_bytes + 2 * e.kv_bytes + e.compute_bytes);
     unlink(path);
 }
 
@@ -214,7 +225,7 @@ static void test_missing_file(void **state) {
     (void)state;
     struct estimate e;
     char err[256] = "";
-    struct estimate_params p = {1, 512, 512};
+    struct estimate_params p = {1, 512, 512, 0};
     assert_int_equal(estimate_gguf("/tmp/test_estimate_does_not_exist.gguf", &p, &e, err, sizeof err), -1);
     assert_non_null(strstr(err, "No such file"));
     assert_null(strchr(err, '\n'));
@@ -230,7 +241,7 @@ static void test_junk_file(void **state) {
     fclose(f);
     struct estimate e;
     char err[256] = "";
-    struct estimate_params p = {1, 512, 512};
+    struct estimate_params p = {1, 512, 512, 0};
     assert_int_equal(estimate_gguf(path, &p, &e, err, sizeof err), -1);
     assert_non_null(strstr(err, "not a GGUF"));
     /* empty file too */
@@ -248,7 +259,7 @@ static void test_truncated(void **state) {
     write_gguf(&s, path, sizeof path);
     struct estimate e;
     char err[256] = "";
-    struct estimate_params p = {1, 512, 512};
+    struct estimate_params p = {1, 512, 512, 0};
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     fseek(f, 0, SEEK_END);
@@ -273,7 +284,7 @@ static void test_unknown_layout(void **state) {
     (void)state;
     struct estimate e;
     char err[256] = "";
-    struct estimate_params p = {1, 512, 512};
+    struct estimate_params p = {1, 512, 512, 0};
     char path[64];
     struct spec no_arch = {.n_layer = 1, .n_embd = 16, .n_head = 2};
     write_gguf(&no_arch, path, sizeof path);
@@ -291,7 +302,7 @@ static void test_bad_params(void **state) {
     (void)state;
     struct estimate e;
     char err[256] = "";
-    struct estimate_params p = {0, 512, 512};
+    struct estimate_params p = {0, 512, 512, 0};
     assert_int_equal(estimate_gguf("/nonexistent", &p, &e, err, sizeof err), -1);
     assert_non_null(strstr(err, "invalid"));
     assert_int_equal(estimate_gguf("/nonexistent", &p, &e, NULL, 0), -1); /* no errbuf is fine */
