@@ -732,6 +732,23 @@ static void llama_engine__batch_add(struct llama_batch *b, llama_token t, llama_
     b->logits[i] = logits;
 }
 
+/* When ggml computes with OpenMP (its default build), the threadpool above
+ * is not used: each scheduler thread that runs a graph gets its own libgomp
+ * team, kept after the graph. Once the idle teams of other loaded models
+ * bring libgomp's thread count above the CPU count, libgomp throttles every
+ * barrier wait in the process to ~100 spins before a futex sleep, and the
+ * busy model's graphs (hundreds of barriers per token) slow down by half
+ * (7.5 -> 11-12 ms per token with a second model loaded, 134M model, 2
+ * cores). So an idle scheduler hands its team back; the next graph starts a
+ * new one (one thread create per request). A weak reference: a build
+ * without OpenMP has no such team and this is a no-op. */
+extern int omp_pause_resource_all(int kind) __attribute__((weak));
+#define LLAMA_ENGINE_OMP_PAUSE_SOFT 1 /* omp_pause_soft */
+
+static void llama_engine__release_omp(void) {
+    if (omp_pause_resource_all) (void)omp_pause_resource_all(LLAMA_ENGINE_OMP_PAUSE_SOFT);
+}
+
 static void *llama_engine__run(void *arg) {
     struct llama_engine *e = arg;
     int64_t last_poll = 0;
@@ -761,6 +778,7 @@ static void *llama_engine__run(void *arg) {
              * idle model takes no CPU from a busy one (the next decode
              * wakes them) */
             if (e->tp) ggml_threadpool_pause(e->tp);
+            llama_engine__release_omp();
             admit_wait(&e->admit, seen, -1);
             continue;
         }
