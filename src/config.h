@@ -102,7 +102,8 @@ struct config {
                           * CPU, on when layers are offloaded */
     size_t prompt_cache; /* bytes of finished sequences' KV kept per model
                           * in host memory; 0 = off; CONFIG_SIZE_AUTO
-                          * (default) = as much as the model's KV cache */
+                          * (default) = as much as the model's KV cache,
+                          * at most 2 GiB */
     int queue_size;      /* waiting requests per model; default 64; 0..100000 */
     size_t body_limit;   /* default 8 MiB; accepts 1024, 64k, 8M, 1G; 1k..1G */
     char *api_key;       /* NULL = no auth */

@@ -64,6 +64,9 @@
 #define LLAMA_ENGINE_MAX_BATCH 2048
 /* Fewest extra prefix tokens worth copying another slot's KV stream for. */
 #define LLAMA_ENGINE_MIN_COPY 64
+/* A sequence is saved to the prompt cache only if at least 1/N of it
+ * would be lost. */
+#define LLAMA_ENGINE_SAVE_SHARE 4
 /* Most sequences the prompt cache keeps (besides its byte bound). */
 #define LLAMA_ENGINE_PCACHE_ENTRIES 64
 /* Longest a token's text can be (pieces are short; this bounds a stack buffer). */
@@ -445,7 +448,8 @@ static void llama_engine__copy_prefix(struct llama_engine *e, struct slot *s, st
  * the cache or another slot already holds it (or a longer one). Costs a
  * copy of its KV (~1 ms per 3 MiB) on the scheduler thread. */
 static void llama_engine__save(struct llama_engine *e, struct slot *s) {
-    if (s->n_cache < LLAMA_ENGINE_MIN_COPY || e->pc.max_bytes == 0) return;
+    /* a copy into s still queued in llama.cpp: its KV is not what s->cache says yet */
+    if (s->n_cache < LLAMA_ENGINE_MIN_COPY || e->pc.max_bytes == 0 || s->copy_pending) return;
     struct pcache_entry *have = pcache_covering(&e->pc, s->cache, s->n_cache);
     if (have) {
         pcache_touch(&e->pc, have);
@@ -552,10 +556,15 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     }
     int pc_lcp = 0;
     struct pcache_entry *pc = pcache_best(&e->pc, p, (int)np, &pc_lcp);
-    /* what s holds past the part this prompt keeps is about to go */
+    /* what s holds past the part this prompt keeps is about to go; a save
+     * copies the whole sequence (41 MiB for 1,146 tokens of the 134M model:
+     * ~30 ms on a 2-core VM), so it is worth it only when the part lost is
+     * a good share of it (not for eight chats that keep one long system
+     * prompt and lose only their short questions) */
     int keeps = best_lcp;
     if (src_lcp > keeps || pend_lcp > keeps || pc_lcp > keeps) keeps = 0;
-    if (s->n_cache - keeps >= LLAMA_ENGINE_MIN_COPY) {
+    int lost = s->n_cache - keeps;
+    if (lost >= LLAMA_ENGINE_MIN_COPY && lost >= s->n_cache / LLAMA_ENGINE_SAVE_SHARE) {
         llama_engine__save(e, s);
         pc = pcache_best(&e->pc, p, (int)np, &pc_lcp); /* saving may have evicted */
     }

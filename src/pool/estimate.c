@@ -243,7 +243,9 @@ int estimate_gguf(const char *path, const struct estimate_params *p, struct esti
     uint64_t ub = (uint64_t)p->n_batch, nv = (uint64_t)e.n_vocab, ne = (uint64_t)e.n_embd;
     e.compute_bytes = 4 * (ub * (nv + 4 * ne) + slots * nv) + ESTIMATE_SLACK;
 
-    e.cache_bytes = p->prompt_cache == ESTIMATE_CACHE_AS_KV ? e.kv_bytes : p->prompt_cache;
+    e.cache_bytes = p->prompt_cache;
+    if (p->prompt_cache == ESTIMATE_CACHE_AS_KV)
+        e.cache_bytes = e.kv_bytes < ESTIMATE_CACHE_AUTO_MAX ? e.kv_bytes : ESTIMATE_CACHE_AUTO_MAX;
     e.total_bytes = e.weights_bytes + e.kv_bytes + e.compute_bytes + e.cache_bytes;
     gguf_free(g);
     *out = e;

@@ -20,6 +20,7 @@ struct estimate_params {
 };
 
 #define ESTIMATE_CACHE_AS_KV UINT64_MAX
+#define ESTIMATE_CACHE_AUTO_MAX (2ULL << 30) /* ESTIMATE_CACHE_AS_KV's cap: 2 GiB */
 
 struct estimate {
     uint64_t weights_bytes; /* sum of tensor data sizes */
@@ -44,7 +45,7 @@ struct estimate {
  * compute = 4 * (n_batch * (n_vocab + 4 * n_embd) + n_slots * n_vocab) + 16 MiB
  *           (logits of one ubatch dominate; see ESTIMATE_COMPUTE_RULE in
  *           estimate.c).
- * cache   = prompt_cache, or kv when it is ESTIMATE_CACHE_AS_KV: finished
+ * cache   = prompt_cache, or kv (at most 2 GiB) when it is ESTIMATE_CACHE_AS_KV: finished
  *           sequences' KV kept in host memory (filled only as they finish).
  *
  * Weights are the bytes llama.cpp keeps live. On CPU, Q4_0/IQ4_NL/Q4_K-type
