@@ -14,9 +14,10 @@
 #   --extended       also run the extended scenarios: shared ~1000-token
 #                    system prompt (s3), 10-turn chats (s4), three models with
 #                    room for two (s5), GET /health and /v1/models under wrk
-#                    (s6) and the 1/2/4/8-stream concurrency sweep (s7)
+#                    (s6), the 1/2/4/8-stream concurrency sweep (s7) and
+#                    four 10-turn chats sharing two slots (s8)
 #   --quick          fewer requests per scenario (smoke test, noisy figures)
-#   --only S         run only scenario S (s1 .. s7, or one sweep level such as
+#   --only S         run only scenario S (s1 .. s8, or one sweep level such as
 #                    s7-c4); repeatable; an extended scenario named here runs
 #                    without --extended
 #   --plot FMT       format of the s7 plot: svg (default) or png
@@ -317,6 +318,7 @@ SCEN=(
 EXT_SCEN=(
   "s3|8 streams, shared ~1000-token system prompt + distinct 32-token question, 64 out|8|2048|--chat --concurrency 8 --system-prompt-tokens 1000 --prompt-tokens 32 --max-tokens 64"
   "s4|4 streams, 10-turn chats (history resent each turn), 64 out per turn|4|4096|--chat --concurrency 4 --turns 10 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
+  "s8|4 10-turn chats over 2 slots (each turn usually finds its slot taken by another chat), 64 out per turn|2|4096|--chat --concurrency 4 --turns 10 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
   "s5|three models, memory budget for two, round robin (1 stream, 32-token prompts, 16 out)|1|512|--completions --concurrency 1 --models a,b,c --prompt-tokens 32 --max-tokens 16"
   "s6|GET /health and GET /v1/models under wrk ($WRK_THREADS threads, $WRK_CONNECTIONS connections, ${WRK_DURATION} s each)|8|1024|"
   "s7|concurrency sweep|0|1024|"
@@ -358,16 +360,16 @@ counts() { # scenario model -> "requests warmup"
     local s=$1 m=$2 n
     case $s in s7-c*) n=${s#s7-c} ;; esac
     if [ $QUICK -eq 1 ]; then
-        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "40 4" ;; s5) echo "6 0" ;;
+        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4|s8) echo "40 4" ;; s5) echo "6 0" ;;
                    s7-c*) echo "$((n < 2 ? 2 : n)) 1" ;; esac
         return
     fi
     [ "$s" = s5 ] && { echo "12 0"; return; }
     if [ "$m" = 1.1b ]; then
-        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4) echo "40 4" ;;
+        case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4|s8) echo "40 4" ;;
                    s7-c*) echo "$((n < 2 ? 2 : n)) $(((n + 3) / 4))" ;; esac
     else
-        case $s in s1) echo "6 1" ;; s2) echo "24 8" ;; s3) echo "24 8" ;; s4) echo "80 4" ;;
+        case $s in s1) echo "6 1" ;; s2) echo "24 8" ;; s3) echo "24 8" ;; s4) echo "80 4" ;; s8) echo "40 4" ;;
                    s7-c*) echo "$((3 * n < 4 ? 4 : 3 * n)) $n" ;; esac
     fi
 }
