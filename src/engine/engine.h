@@ -63,7 +63,6 @@ struct engine_stats {
     int64_t tokens_cached; /* prompt tokens served from a slot's KV cache */
     int64_t prompt_cache_hits;   /* prompts that restored a prefix from the host prompt cache */
     uint64_t prompt_cache_bytes; /* KV state it holds now */
-    int prompt_cache_entries;
     uint64_t memory_bytes; /* model + context buffers, as far as known */
     /* supervised child server (pid 0 = none) */
     int pid;

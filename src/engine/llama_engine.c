@@ -151,7 +151,7 @@ struct llama_engine {
     struct pcache pc; /* finished sequences' KV in host memory (scheduler thread only) */
 
     _Atomic int64_t st_requests, st_prompt, st_generated, st_cached;
-    _Atomic int64_t st_pc_hits, st_pc_bytes, st_pc_entries; /* mirror pc for stats() */
+    _Atomic int64_t st_pc_hits, st_pc_bytes; /* mirror pc for stats() */
     uint64_t mem_bytes;
 };
 
@@ -473,7 +473,6 @@ static void llama_engine__save(struct llama_engine *e, struct slot *s) {
     }
     int rc = pcache_put(&e->pc, s->cache, s->n_cache, buf, got);
     atomic_store(&e->st_pc_bytes, (int64_t)e->pc.bytes);
-    atomic_store(&e->st_pc_entries, e->pc.n);
     if (rc == 0)
         log_debug("model %s: kept slot %d's %d tokens in the prompt cache (%zu KiB; %d entries, %zu MiB)", e->id,
                   s->seq, s->n_cache, got / 1024, e->pc.n, e->pc.bytes >> 20);
@@ -920,7 +919,6 @@ static void llama_engine__stats(struct engine *base, struct engine_stats *out) {
     out->tokens_cached = atomic_load(&e->st_cached);
     out->prompt_cache_hits = atomic_load(&e->st_pc_hits);
     out->prompt_cache_bytes = (uint64_t)atomic_load(&e->st_pc_bytes);
-    out->prompt_cache_entries = (int)atomic_load(&e->st_pc_entries);
     out->memory_bytes = e->mem_bytes;
 }
 

@@ -91,6 +91,5 @@ int pcache_put(struct pcache *c, const int32_t *tokens, int n, void *state, size
     en->size = size;
     c->bytes += size;
     pcache_touch(c, en);
-    c->puts++;
     return 0;
 }

@@ -29,8 +29,7 @@ struct pcache {
     int n, cap;         /* entries, most entries */
     size_t bytes, max_bytes; /* state bytes held, their bound */
     uint64_t clock;
-    /* counters */
-    uint64_t puts, hits, evictions;
+    uint64_t evictions; /* entries dropped to make room */
 };
 
 /* max_bytes 0 disables the cache (every put is refused). */
