@@ -154,8 +154,15 @@ size_t engine_req_take(struct engine_req *r, char *dst, size_t cap, struct engin
     if (dst) {
         n = r->out.len < cap ? r->out.len : cap;
         if (n < r->out.len) {
-            /* never split a UTF-8 character between two takes */
-            while (n > 0 && ((unsigned char)r->out.data[n] & 0xC0) == 0x80) n--;
+            /* Never split a UTF-8 character between two takes: back off to
+             * its lead byte, at most 3 bytes back. Bytes that are no
+             * character (a run of continuation bytes, which byte tokens can
+             * produce) are split where they fall, and a character longer
+             * than cap is split rather than never taken: a take always
+             * moves something while output is pending. */
+            size_t k = n;
+            while (k > 0 && n - k < 3 && ((unsigned char)r->out.data[k] & 0xC0) == 0x80) k--;
+            if (k > 0 && ((unsigned char)r->out.data[k] & 0xC0) != 0x80) n = k;
         }
         if (n) {
             memcpy(dst, r->out.data, n);
