@@ -10,8 +10,9 @@
  *   2. without it: take that many permits from the gate; with none free the
  *      queue stays registered as a waiter and the gate wakes it later;
  *   3. under the lock: pop the first `got` requests (only this thread
- *      removes from the queue, so they are still the first), then fail what
- *      waited past its bound.
+ *      pops, so they are still the first unless admit_stop emptied the
+ *      queue meanwhile: the permits left over then go straight back to the
+ *      gate), then fail what waited past its bound.
  * A queue that no longer wants permits withdraws from the gate, which hands
  * back any permit granted meanwhile.
  */
@@ -199,10 +200,11 @@ int admit_take(struct admit *a, int idle, struct engine_req **out, int max, uint
     pthread_mutex_unlock(&a->mu);
 
     int got = admit__permits(a, want, since);
+    if (a->p.after_permits) a->p.after_permits(a->p.after_permits_ctx);
 
     pthread_mutex_lock(&a->mu);
     int n = 0;
-    for (; n < got && waitq_len(&a->queue) > 0; n++) {
+    for (; n < got && !a->stopping && waitq_len(&a->queue) > 0; n++) {
         struct engine_req *r = waitq_pop(&a->queue);
         int64_t wait = time_now_us() - engine_req_queued_us(r);
         if (gate) {
@@ -218,6 +220,9 @@ int admit_take(struct admit *a, int idle, struct engine_req **out, int max, uint
     }
     admit__sweep(a, true);
     pthread_mutex_unlock(&a->mu);
+    /* permits for requests that are gone (stopped meanwhile) go back, after
+     * the queue's lock: the gate's hand-out may wake this queue */
+    for (int i = n; gate && i < got; i++) capacity_release(gate);
     return n;
 }
 

@@ -40,6 +40,11 @@ struct admit_params {
      * sleeps in something else (a curl multi poll). May be NULL. */
     void (*notify)(void *ctx);
     void *notify_ctx;
+    /* For tests: called by admit_take after it has taken permits and
+     * before it pops the requests they are for, without the queue's lock
+     * (a test stops the queue there). NULL otherwise. */
+    void (*after_permits)(void *ctx);
+    void *after_permits_ctx;
 };
 
 /* Embedded in an engine; fields are private to admit.c. */
