@@ -7,6 +7,10 @@
  * for any row, so the INI file, the environment and the flags share one
  * validator and one message format: "SOURCE: expected ..., got \"VALUE\"".
  *
+ * The files: config.c (this one: the options, the environment, the flags
+ * and the public API), config_ini.c (the INI reader), config_value.c (the
+ * value forms).
+ *
  * The INI file goes through inih's ini_parse_stream with our own line reader
  * (ini_read_line), which works around three properties of inih:
  *  - the handler gets no line number (Debian builds without
@@ -24,11 +28,10 @@
  * Out of memory while copying strings aborts: the configuration is read once
  * at startup and there is nothing useful to fall back to.
  */
-#include "config.h"
+#include "config_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,11 +40,6 @@
 #include <strings.h>
 #include <sys/types.h>
 #include <unistd.h>
-
-#define KIB ((size_t)1024)
-#define MIB (KIB * 1024)
-#define GIB (MIB * 1024)
-#define TIB (1024ULL * 1024 * 1024 * 1024) /* unsigned long long: > 32-bit size_t */
 
 /* ------------------------------------------------------------ options table */
 
@@ -138,161 +136,9 @@ static const struct opt model_opts[] = {
  * depends on no other module. */
 static const char *const log_levels[] = {"debug", "info", "warn", "error", "off"};
 
-/* ------------------------------------------------------------ small helpers */
+/* ------------------------------------------------------------ applying values */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fputs("corral: out of memory reading the configuration\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-/* Returns a malloc'd copy of s[0..n). */
-static char *xstrndup(const char *s, size_t n)
-{
-    char *p = xmalloc(n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    return xstrndup(s, strlen(s));
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) {
-        fputs("corral: out of memory reading the configuration\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-/* Replace *slot (owned) by a copy of s, or by NULL when s is NULL. */
-static void set_str(char **slot, const char *s)
-{
-    free(*slot);
-    *slot = s ? xstrdup(s) : NULL;
-}
-
-/* Write a printable, length-limited copy of v into out for use inside quotes
- * in an error message: control characters become '?', a long value ends in
- * "...". */
-static const char *quote(const char *v, char *out, size_t outlen)
-{
-    const size_t keep = outlen - 4; /* room for "..." and NUL */
-    size_t i;
-    for (i = 0; v[i] && i < keep; i++)
-        out[i] = (iscntrl((unsigned char)v[i]) || v[i] == '"') ? '?' : v[i];
-    if (v[i])
-        memcpy(out + i, "...", 4);
-    else
-        out[i] = '\0';
-    return out;
-}
-
-/* Format a size in the largest unit that divides it exactly ("1K", "8M"). */
-static const char *size_str(unsigned long long n, char *out, size_t outlen)
-{
-    if (n && n % TIB == 0)
-        snprintf(out, outlen, "%lluT", n / TIB);
-    else if (n && n % GIB == 0)
-        snprintf(out, outlen, "%lluG", n / GIB);
-    else if (n && n % MIB == 0)
-        snprintf(out, outlen, "%lluM", n / MIB);
-    else if (n && n % KIB == 0)
-        snprintf(out, outlen, "%lluK", n / KIB);
-    else
-        snprintf(out, outlen, "%llu", n);
-    return out;
-}
-
-/* Strict decimal integer: optional sign, digits, nothing else. */
-static int parse_ll(const char *s, long long *out)
-{
-    char *end;
-    if (!*s || isspace((unsigned char)*s))
-        return -1;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* true/false, yes/no, on/off, 1/0 in any case. */
-static int parse_bool(const char *s, bool *out)
-{
-    static const char *const yes[] = {"true", "yes", "on", "1"};
-    static const char *const no[] = {"false", "no", "off", "0"};
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-        if (strcasecmp(s, yes[i]) == 0) {
-            *out = true;
-            return 0;
-        }
-        if (strcasecmp(s, no[i]) == 0) {
-            *out = false;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* config_parse_size, plus a T suffix ("1T", "2TB", "2TiB", any case of t). */
-static int parse_size_t(const char *s, size_t *out)
-{
-    char *end;
-    if (!s || !isdigit((unsigned char)*s))
-        return -1;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -1;
-    if (*end != 't' && *end != 'T')
-        return config_parse_size(s, out);
-    end++;
-    if (*end == 'i' && end[1] == 'B')
-        end += 2;
-    else if (*end == 'B')
-        end++;
-    if (*end || v > SIZE_MAX / TIB)
-        return -1;
-    *out = (size_t)(v * TIB);
-    return 0;
-}
-
-/* [A-Za-z0-9._:-]{1,127} */
-static bool model_id_valid(const char *id, size_t len)
-{
-    if (len == 0 || len >= CONFIG_ID_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)id[i];
-        if (!isalnum(c) && c != '.' && c != '_' && c != ':' && c != '-')
-            return false;
-    }
-    return true;
-}
-
-#define MODEL_ID_RULE "1..127 characters of A-Z a-z 0-9 . _ : -"
-
-/* ------------------------------------------------------------ load state */
-
-struct load {
-    struct config *cfg;
-    char *err; /* caller's buffer, may be NULL */
-    size_t errlen;
-};
-
-/* Write the error message (always overwrites) and return -1. */
-__attribute__((format(printf, 2, 3))) static int fail(struct load *ld, const char *fmt, ...)
+int config__fail(struct load *ld, const char *fmt, ...)
 {
     if (ld->err && ld->errlen) {
         va_list ap;
@@ -315,9 +161,9 @@ static int opt_apply(struct load *ld, const struct opt *o, void *base, const cha
     switch (o->type) {
     case OPT_INT: {
         long long v;
-        if (parse_ll(value, &v) < 0 || v < o->min || v > o->max)
-            return fail(ld, "%s: expected an integer in %lld..%lld, got \"%s\"", src, o->min,
-                        o->max, quote(value, q, sizeof q));
+        if (config__parse_ll(value, &v) < 0 || v < o->min || v > o->max)
+            return config__fail(ld, "%s: expected an integer in %lld..%lld, got \"%s\"", src, o->min,
+                        o->max, config__quote(value, q, sizeof q));
         *(int *)(void *)field = (int)v;
         return 0;
     }
@@ -325,85 +171,85 @@ static int opt_apply(struct load *ld, const struct opt *o, void *base, const cha
         size_t v;
         if (config_parse_size(value, &v) < 0 || v < (unsigned long long)o->min ||
             v > (unsigned long long)o->max)
-            return fail(ld, "%s: expected a size in %s..%s, got \"%s\"",
-                        src, size_str((unsigned long long)o->min, a, sizeof a),
-                        size_str((unsigned long long)o->max, b, sizeof b),
-                        quote(value, q, sizeof q));
+            return config__fail(ld, "%s: expected a size in %s..%s, got \"%s\"",
+                        src, config__size_str((unsigned long long)o->min, a, sizeof a),
+                        config__size_str((unsigned long long)o->max, b, sizeof b),
+                        config__quote(value, q, sizeof q));
         *(size_t *)(void *)field = v;
         return 0;
     }
     case OPT_STR:
         if (!*value)
-            return fail(ld, "%s: expected a non-empty value", src);
-        set_str((char **)(void *)field, value);
+            return config__fail(ld, "%s: expected a non-empty value", src);
+        config__set_str((char **)(void *)field, value);
         return 0;
     case OPT_STR_NULL:
-        set_str((char **)(void *)field, *value ? value : NULL);
+        config__set_str((char **)(void *)field, *value ? value : NULL);
         return 0;
     case OPT_LOG_LEVEL:
         for (size_t i = 0; i < sizeof log_levels / sizeof log_levels[0]; i++) {
             if (strcmp(value, log_levels[i]) == 0) {
-                set_str((char **)(void *)field, value);
+                config__set_str((char **)(void *)field, value);
                 return 0;
             }
         }
-        return fail(ld, "%s: expected one of debug, info, warn, error, off, got \"%s\"", src,
-                    quote(value, q, sizeof q));
+        return config__fail(ld, "%s: expected one of debug, info, warn, error, off, got \"%s\"", src,
+                    config__quote(value, q, sizeof q));
     case OPT_AUTO_BOOL: {
         bool v;
         if (strcasecmp(value, "auto") == 0) {
             *(int *)(void *)field = CONFIG_AUTO;
             return 0;
         }
-        if (parse_bool(value, &v) < 0)
-            return fail(ld, "%s: expected auto, on or off, got \"%s\"", src, quote(value, q, sizeof q));
+        if (config__parse_bool(value, &v) < 0)
+            return config__fail(ld, "%s: expected auto, on or off, got \"%s\"", src, config__quote(value, q, sizeof q));
         *(int *)(void *)field = v;
         return 0;
     }
     case OPT_BOOL: {
         bool v;
-        if (parse_bool(value, &v) < 0)
-            return fail(ld, "%s: expected a boolean, got \"%s\"", src,
-                        quote(value, q, sizeof q));
+        if (config__parse_bool(value, &v) < 0)
+            return config__fail(ld, "%s: expected a boolean, got \"%s\"", src,
+                        config__quote(value, q, sizeof q));
         *(bool *)(void *)field = v;
         return 0;
     }
     case OPT_DURATION: {
         int64_t v;
         if (config_parse_duration(value, &v) < 0 || v < o->min || v > o->max)
-            return fail(ld, "%s: expected %s, got \"%s\"", src,
+            return config__fail(ld, "%s: expected %s, got \"%s\"", src,
                         o->min < 0    ? "a duration (seconds, or with s/m/h; -1 = forever)"
                         : o->min == 0 ? "a duration (seconds, or with s/m/h)"
                                       : "a positive duration (seconds, or with s/m/h)",
-                        quote(value, q, sizeof q));
+                        config__quote(value, q, sizeof q));
         *(int64_t *)(void *)field = v;
         return 0;
     }
     case OPT_SIZE_AUTO: {
         size_t v = 0;
         if (strcasecmp(value, "auto") != 0 &&
-            (parse_size_t(value, &v) < 0 ||
+            (config__parse_size_t(value, &v) < 0 ||
              (v != 0 && (v < (unsigned long long)o->min || v > (unsigned long long)o->max))))
-            return fail(ld, "%s: expected a size in %s..%s (or 0/auto), got \"%s\"", src,
-                        size_str((unsigned long long)o->min, a, sizeof a),
-                        size_str((unsigned long long)o->max, b, sizeof b),
-                        quote(value, q, sizeof q));
+            return config__fail(ld, "%s: expected a size in %s..%s (or 0/auto), got \"%s\"", src,
+                        config__size_str((unsigned long long)o->min, a, sizeof a),
+                        config__size_str((unsigned long long)o->max, b, sizeof b),
+                        config__quote(value, q, sizeof q));
         *(size_t *)(void *)field = v;
         return 0;
     }
     case OPT_SIZE_OR_AUTO: {
         size_t v = CONFIG_SIZE_AUTO;
         if (strcasecmp(value, "auto") != 0 &&
-            (parse_size_t(value, &v) < 0 || v < (unsigned long long)o->min || v > (unsigned long long)o->max))
-            return fail(ld, "%s: expected auto or a size in %s..%s, got \"%s\"", src,
-                        size_str((unsigned long long)o->min, a, sizeof a),
-                        size_str((unsigned long long)o->max, b, sizeof b),
-                        quote(value, q, sizeof q));
+            (config__parse_size_t(value, &v) < 0 || v < (unsigned long long)o->min || v > (unsigned long long)o->max))
+            return config__fail(ld, "%s: expected auto or a size in %s..%s, got \"%s\"", src,
+                        config__size_str((unsigned long long)o->min, a, sizeof a),
+                        config__size_str((unsigned long long)o->max, b, sizeof b),
+                        config__quote(value, q, sizeof q));
         *(size_t *)(void *)field = v;
         return 0;
     }
     }
-    return fail(ld, "%s: internal error: bad option type", src);
+    return config__fail(ld, "%s: internal error: bad option type", src);
 }
 
 static const struct opt *opt_find(const struct opt *opts, size_t n, const char *key)
@@ -414,7 +260,17 @@ static const struct opt *opt_find(const struct opt *opts, size_t n, const char *
     return NULL;
 }
 
-static int model_find(const struct config *cfg, const char *id, size_t len)
+int config__apply_key(struct load *ld, int model, const char *key, const char *value, const char *src)
+{
+    const struct opt *o = model < 0 ? opt_find(server_opts, N_SERVER_OPTS, key)
+                                    : opt_find(model_opts, N_MODEL_OPTS, key);
+    if (!o)
+        return 1;
+    void *base = model < 0 ? (void *)ld->cfg : (void *)&ld->cfg->models[model];
+    return opt_apply(ld, o, base, value, src) < 0 ? -1 : 0;
+}
+
+int config__model_find(const struct config *cfg, const char *id, size_t len)
 {
     for (int i = 0; i < cfg->n_models; i++)
         if (strlen(cfg->models[i].id) == len && memcmp(cfg->models[i].id, id, len) == 0)
@@ -424,11 +280,11 @@ static int model_find(const struct config *cfg, const char *id, size_t len)
 
 /* Append a model with everything inherited. id must be valid. Returns its
  * index, or -1 (message written, naming src) when the table is full. */
-static int model_add(struct load *ld, const char *id, size_t len, const char *src)
+int config__model_add(struct load *ld, const char *id, size_t len, const char *src)
 {
     struct config *cfg = ld->cfg;
     if (cfg->n_models >= CONFIG_MAX_MODELS)
-        return fail(ld, "%s: too many models (at most %d)", src, CONFIG_MAX_MODELS);
+        return config__fail(ld, "%s: too many models (at most %d)", src, CONFIG_MAX_MODELS);
     struct config_model *m = &cfg->models[cfg->n_models];
     config_model_init(m);
     memcpy(m->id, id, len);
@@ -443,21 +299,21 @@ static int model_spec_apply(struct load *ld, const char *spec, const char *src)
     char q[80];
     const char *eq = strchr(spec, '=');
     if (!eq || eq == spec || !eq[1])
-        return fail(ld, "%s: expected ID=PATH, got \"%s\"", src, quote(spec, q, sizeof q));
+        return config__fail(ld, "%s: expected ID=PATH, got \"%s\"", src, config__quote(spec, q, sizeof q));
     size_t idlen = (size_t)(eq - spec);
-    if (!model_id_valid(spec, idlen)) {
+    if (!config__model_id_valid(spec, idlen)) {
         char id[CONFIG_ID_MAX + 8];
         snprintf(id, sizeof id, "%.*s", (int)(idlen < CONFIG_ID_MAX ? idlen : CONFIG_ID_MAX),
                  spec);
-        return fail(ld, "%s: invalid model id \"%s\" (expected " MODEL_ID_RULE ")", src,
-                    quote(id, q, sizeof q));
+        return config__fail(ld, "%s: invalid model id \"%s\" (expected " MODEL_ID_RULE ")", src,
+                    config__quote(id, q, sizeof q));
     }
-    int i = model_find(ld->cfg, spec, idlen);
+    int i = config__model_find(ld->cfg, spec, idlen);
     if (i < 0)
-        i = model_add(ld, spec, idlen, src);
+        i = config__model_add(ld, spec, idlen, src);
     if (i < 0)
         return -1;
-    set_str(&ld->cfg->models[i].path, eq + 1);
+    config__set_str(&ld->cfg->models[i].path, eq + 1);
     return 0;
 }
 
@@ -468,242 +324,18 @@ static int preload_add(struct load *ld, const char *id, const char *src)
     struct config *cfg = ld->cfg;
     char q[80];
     size_t len = strlen(id);
-    if (!model_id_valid(id, len)) {
+    if (!config__model_id_valid(id, len)) {
         char cut[CONFIG_ID_MAX + 8];
         snprintf(cut, sizeof cut, "%.*s", (int)(len < CONFIG_ID_MAX ? len : CONFIG_ID_MAX), id);
-        return fail(ld, "%s: invalid model id \"%s\" (expected " MODEL_ID_RULE ")", src,
-                    quote(cut, q, sizeof q));
+        return config__fail(ld, "%s: invalid model id \"%s\" (expected " MODEL_ID_RULE ")", src,
+                    config__quote(cut, q, sizeof q));
     }
     for (int i = 0; i < cfg->n_preload; i++)
         if (strcmp(cfg->preload[i], id) == 0)
             return 0;
-    cfg->preload = xrealloc(cfg->preload, ((size_t)cfg->n_preload + 1) * sizeof *cfg->preload);
-    cfg->preload[cfg->n_preload++] = xstrdup(id);
+    cfg->preload = config__xrealloc(cfg->preload, ((size_t)cfg->n_preload + 1) * sizeof *cfg->preload);
+    cfg->preload[cfg->n_preload++] = config__xstrdup(id);
     return 0;
-}
-
-/* ------------------------------------------------------------ INI file */
-
-enum ini_section { SEC_NONE, SEC_SERVER, SEC_MODEL };
-
-struct ini_ctx {
-    struct load *ld;
-    const char *file;
-    FILE *fp;
-    char *line; /* getline buffer, owned */
-    size_t cap;
-    int lineno;    /* physical line last read */
-    int err_line;  /* line of our first error, 0 = none yet */
-    int read_errno;
-    enum ini_section sec;
-    int model; /* index in cfg->models when sec == SEC_MODEL */
-    int server_line;
-    int model_line[CONFIG_MAX_MODELS]; /* line of each model's section */
-};
-
-__attribute__((format(printf, 2, 3))) static void ini_fail(struct ini_ctx *ic, const char *fmt,
-                                                           ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    ic->err_line = ic->lineno;
-    fail(ic->ld, "%s:%d: %s", ic->file, ic->lineno, msg);
-}
-
-/* A "[name]" line (s is trimmed, len > 0, s[0] == '['). */
-static void ini_section_line(struct ini_ctx *ic, char *s, size_t len)
-{
-    char q[80];
-    char *close = memchr(s, ']', len);
-    if (!close) {
-        ini_fail(ic, "syntax error");
-        return;
-    }
-    /* after ']' only a comment may follow */
-    const char *rest = close + 1;
-    while (isspace((unsigned char)*rest))
-        rest++;
-    if (*rest && *rest != ';' && *rest != '#') {
-        ini_fail(ic, "syntax error");
-        return;
-    }
-    char *name = s + 1;
-    *close = '\0';
-    while (isspace((unsigned char)*name))
-        name++;
-    for (char *e = close; e > name && isspace((unsigned char)e[-1]);)
-        *--e = '\0';
-
-    if (strcmp(name, "server") == 0) {
-        if (ic->server_line) {
-            ini_fail(ic, "duplicate section [server] (first on line %d)", ic->server_line);
-            return;
-        }
-        ic->server_line = ic->lineno;
-        ic->sec = SEC_SERVER;
-        return;
-    }
-    if (strncmp(name, "model.", 6) == 0) {
-        const char *id = name + 6;
-        size_t idlen = strlen(id);
-        if (!model_id_valid(id, idlen)) {
-            ini_fail(ic, "invalid model id \"%s\" (expected " MODEL_ID_RULE ")",
-                     quote(id, q, sizeof q));
-            return;
-        }
-        int i = model_find(ic->ld->cfg, id, idlen);
-        if (i >= 0) {
-            ini_fail(ic, "duplicate section [model.%s] (first on line %d)", id,
-                     ic->model_line[i]);
-            return;
-        }
-        if (ic->ld->cfg->n_models >= CONFIG_MAX_MODELS) {
-            ini_fail(ic, "[model.%s]: too many models (at most %d)", id, CONFIG_MAX_MODELS);
-            return;
-        }
-        i = model_add(ic->ld, id, idlen, ic->file);
-        ic->model_line[i] = ic->lineno;
-        ic->model = i;
-        ic->sec = SEC_MODEL;
-        return;
-    }
-    ini_fail(ic, "unknown section [%s] (expected [server] or [model.ID])",
-             quote(name, q, sizeof q));
-}
-
-/* inih reader: one physical line per call, see DESIGN. */
-static char *ini_read_line(char *str, int num, void *stream)
-{
-    struct ini_ctx *ic = stream;
-    if (ic->err_line)
-        return NULL;
-    errno = 0;
-    ssize_t n = getline(&ic->line, &ic->cap, ic->fp);
-    if (n < 0) {
-        if (ferror(ic->fp))
-            ic->read_errno = errno ? errno : EIO;
-        return NULL;
-    }
-    ic->lineno++;
-    char *s = ic->line;
-    size_t len = (size_t)n;
-    if (memchr(s, '\0', len)) {
-        ini_fail(ic, "syntax error (NUL byte)");
-        return NULL;
-    }
-    if (ic->lineno == 1 && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
-        s += 3;
-        len -= 3;
-    }
-    while (len && isspace((unsigned char)*s)) {
-        s++;
-        len--;
-    }
-    while (len && isspace((unsigned char)s[len - 1]))
-        len--;
-    s[len] = '\0';
-
-    str[0] = '\0'; /* what inih sees for blank, comment and section lines */
-    if (len == 0 || *s == ';' || *s == '#')
-        return str;
-    if (*s == '[') {
-        ini_section_line(ic, s, len);
-        return ic->err_line ? NULL : str;
-    }
-    if (num < 2 || len > (size_t)num - 1) {
-        ini_fail(ic, "line too long (%zu characters, at most %d)", len, num < 2 ? 0 : num - 1);
-        return NULL;
-    }
-    memcpy(str, s, len + 1);
-    return str;
-}
-
-/* inih handler: one "name = value" line; the section is ours, not inih's. */
-static int ini_on_key(void *user, const char *section, const char *name, const char *value)
-{
-    struct ini_ctx *ic = user;
-    struct config *cfg = ic->ld->cfg;
-    char src[1024], q[80];
-    const struct opt *o;
-
-    (void)section;
-    if (ic->err_line)
-        return 1;
-    if (!value)
-        value = "";
-    switch (ic->sec) {
-    case SEC_NONE:
-        ini_fail(ic, "%s: key outside any section (expected [server] or [model.ID] first)",
-                 quote(name, q, sizeof q));
-        return 0;
-    case SEC_SERVER:
-        o = opt_find(server_opts, N_SERVER_OPTS, name);
-        if (!o) {
-            ini_fail(ic, "[server] %s: unknown key", quote(name, q, sizeof q));
-            return 0;
-        }
-        snprintf(src, sizeof src, "%s:%d: [server] %s", ic->file, ic->lineno, name);
-        if (opt_apply(ic->ld, o, cfg, value, src) < 0) {
-            ic->err_line = ic->lineno;
-            return 0;
-        }
-        return 1;
-    case SEC_MODEL: {
-        struct config_model *m = &cfg->models[ic->model];
-        o = opt_find(model_opts, N_MODEL_OPTS, name);
-        if (!o) {
-            ini_fail(ic, "[model.%s] %s: unknown key", m->id, quote(name, q, sizeof q));
-            return 0;
-        }
-        snprintf(src, sizeof src, "%s:%d: [model.%s] %s", ic->file, ic->lineno, m->id, name);
-        if (opt_apply(ic->ld, o, m, value, src) < 0) {
-            ic->err_line = ic->lineno;
-            return 0;
-        }
-        return 1;
-    }
-    }
-    return 0;
-}
-
-static int file_load(struct load *ld, const char *path)
-{
-    struct ini_ctx *ic = xmalloc(sizeof *ic);
-    int rc = -1;
-
-    memset(ic, 0, sizeof *ic);
-    ic->ld = ld;
-    ic->file = path;
-    ic->fp = fopen(path, "r");
-    if (!ic->fp) {
-        fail(ld, "%s: cannot read config file: %s", path, strerror(errno));
-        goto fail;
-    }
-    int ret = ini_parse_stream(ini_read_line, ic, ini_on_key, ic);
-    if (ic->read_errno) {
-        fail(ld, "%s: cannot read config file: %s", path, strerror(ic->read_errno));
-        goto fail;
-    }
-    if (ret > 0 && ret != ic->err_line) { /* inih's syntax error comes first */
-        fail(ld, "%s:%d: syntax error", path, ret);
-        goto fail;
-    }
-    if (ic->err_line)
-        goto fail; /* message already written */
-    if (ret < 0) {
-        fail(ld, "%s: cannot parse config file (inih error %d)", path, ret);
-        goto fail;
-    }
-    rc = 0;
-fail:
-    if (ic->fp)
-        fclose(ic->fp);
-    free(ic->line);
-    free(ic);
-    return rc;
 }
 
 /* ------------------------------------------------------------ environment */
@@ -735,7 +367,7 @@ static int env_list_apply(struct load *ld, const char *list, const char *src,
         while (b > a && isspace((unsigned char)b[-1]))
             b--;
         if (a < b) {
-            char *item = xstrndup(a, (size_t)(b - a));
+            char *item = config__xstrndup(a, (size_t)(b - a));
             int rc = fn(ld, item, src);
             free(item);
             if (rc < 0)
@@ -756,7 +388,7 @@ static int env_apply(struct load *ld, char **envp)
     const char *mc = env_get(envp, "CORRAL_MAX_CONCURRENT");
     if (mc) {
         free(ld->cfg->max_concurrent_env);
-        ld->cfg->max_concurrent_env = xstrdup(mc);
+        ld->cfg->max_concurrent_env = config__xstrdup(mc);
     }
     const char *models = env_get(envp, "CORRAL_MODELS");
     if (models && env_list_apply(ld, models, "CORRAL_MODELS", model_spec_apply) < 0)
@@ -786,7 +418,7 @@ static int flags_parse(struct load *ld, int argc, char **argv, struct flag_item 
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
         if (arg[0] != '-')
-            return fail(ld, "unexpected argument \"%s\"", quote(arg, q, sizeof q));
+            return config__fail(ld, "unexpected argument \"%s\"", config__quote(arg, q, sizeof q));
         const char *eq = strchr(arg, '=');
         size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
         int kind = INT_MIN;
@@ -812,7 +444,7 @@ static int flags_parse(struct load *ld, int argc, char **argv, struct flag_item 
         if (kind == INT_MIN) {
             char flag[64];
             snprintf(flag, sizeof flag, "%.*s", (int)(nlen < 63 ? nlen : 63), arg);
-            return fail(ld, "unknown flag \"%s\"", quote(flag, q, sizeof q));
+            return config__fail(ld, "unknown flag \"%s\"", config__quote(flag, q, sizeof q));
         }
         const char *value;
         if (eq) {
@@ -820,10 +452,10 @@ static int flags_parse(struct load *ld, int argc, char **argv, struct flag_item 
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
-            return fail(ld, "%s: missing value", name);
+            return config__fail(ld, "%s: missing value", name);
         }
         if (kind == FLAG_CONFIG && !*value)
-            return fail(ld, "--config: expected a file path, got \"\"");
+            return config__fail(ld, "--config: expected a file path, got \"\"");
         items[n].kind = kind;
         items[n].value = value;
         n++;
@@ -866,7 +498,7 @@ void config_defaults(struct config *cfg)
     if (ncpu > 1024)
         ncpu = 1024;
 
-    cfg->host = xstrdup("127.0.0.1");
+    cfg->host = config__xstrdup("127.0.0.1");
     cfg->port = 8080;
     cfg->threads = (int)ncpu;
     cfg->http_threads = 2;
@@ -880,7 +512,7 @@ void config_defaults(struct config *cfg)
     cfg->body_limit = 8 * MIB;
     cfg->api_key = NULL;
     cfg->admin_api_key = NULL;
-    cfg->log_level = xstrdup("info");
+    cfg->log_level = config__xstrdup("info");
     cfg->config_path = NULL;
     cfg->models_dir = NULL;
     cfg->memory_budget = 0; /* auto */
@@ -890,8 +522,8 @@ void config_defaults(struct config *cfg)
     cfg->max_concurrent = 0; /* auto */
     cfg->max_concurrent_env = NULL;
     cfg->queue_timeout_ms = 60 * 1000;
-    cfg->pressure_file = xstrdup("/proc/pressure/memory");
-    cfg->meminfo_file = xstrdup("/proc/meminfo");
+    cfg->pressure_file = config__xstrdup("/proc/pressure/memory");
+    cfg->meminfo_file = config__xstrdup("/proc/meminfo");
     cfg->state_dir = NULL;
     cfg->preload = NULL;
     cfg->n_preload = 0;
@@ -911,7 +543,7 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
         errbuf[0] = '\0';
     if (argc < 0)
         argc = 0;
-    items = xmalloc((size_t)argc * sizeof *items);
+    items = config__xmalloc((size_t)argc * sizeof *items);
     if (flags_parse(&ld, argc, argv, items, &n_items) < 0)
         goto fail;
 
@@ -925,8 +557,8 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
             path = NULL;
     }
     if (path) {
-        cfg->config_path = xstrdup(path);
-        if (file_load(&ld, cfg->config_path) < 0)
+        cfg->config_path = config__xstrdup(path);
+        if (config__file_load(&ld, cfg->config_path) < 0)
             goto fail;
     }
     if (env_apply(&ld, envp) < 0)
@@ -941,15 +573,15 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp, char *er
         const struct config_model *m = &cfg->models[i];
         const char *src = cfg->config_path ? cfg->config_path : "config";
         if (m->command && m->upstream) {
-            fail(&ld, "%s: [model.%s]: command and upstream exclude each other", src, m->id);
+            config__fail(&ld, "%s: [model.%s]: command and upstream exclude each other", src, m->id);
             goto fail;
         }
         if (!m->path && !m->command && !m->upstream) {
-            fail(&ld, "%s: [model.%s]: path is required (or command, or upstream)", src, m->id);
+            config__fail(&ld, "%s: [model.%s]: path is required (or command, or upstream)", src, m->id);
             goto fail;
         }
         if (m->health_path && m->health_path[0] != '/') {
-            fail(&ld, "%s: [model.%s] health_path: expected a path starting with /, got \"%s\"", src, m->id,
+            config__fail(&ld, "%s: [model.%s] health_path: expected a path starting with /, got \"%s\"", src, m->id,
                  m->health_path);
             goto fail;
         }
@@ -987,73 +619,6 @@ void config_model_resolve(const struct config *cfg, const struct config_model *i
         out->flash_attn = cfg->flash_attn;
     if (out->keep_alive_ms < CONFIG_KEEP_ALIVE_FOREVER)
         out->keep_alive_ms = cfg->keep_alive_ms;
-}
-
-int config_parse_duration(const char *s, int64_t *ms_out)
-{
-    if (!s)
-        return -1;
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t len = strlen(s);
-    while (len && isspace((unsigned char)s[len - 1]))
-        len--;
-    if (len == 2 && s[0] == '-' && s[1] == '1') {
-        *ms_out = CONFIG_KEEP_ALIVE_FOREVER;
-        return 0;
-    }
-    size_t i = 0;
-    int64_t v = 0;
-    for (; i < len && isdigit((unsigned char)s[i]); i++) {
-        int d = s[i] - '0';
-        if (v > (INT64_MAX - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    if (i == 0)
-        return -1; /* empty, a sign, or a unit alone */
-    int64_t mul = 1000;
-    if (i < len) {
-        switch (s[i]) {
-        case 's': case 'S': mul = 1000; break;
-        case 'm': case 'M': mul = 60 * 1000; break;
-        case 'h': case 'H': mul = 60 * 60 * 1000; break;
-        default: return -1;
-        }
-        i++;
-    }
-    if (i != len || v > INT64_MAX / mul)
-        return -1;
-    *ms_out = v * mul;
-    return 0;
-}
-
-int config_parse_size(const char *s, size_t *out)
-{
-    char *end;
-    if (!s || !isdigit((unsigned char)*s))
-        return -1; /* no sign, no blanks, not empty */
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -1;
-    unsigned long long mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = KIB; end++; break;
-    case 'm': case 'M': mul = MIB; end++; break;
-    case 'g': case 'G': mul = GIB; end++; break;
-    default: break;
-    }
-    if (mul > 1 && *end == 'i' && end[1] == 'B')
-        end += 2;
-    else if (*end == 'B')
-        end++;
-    if (*end)
-        return -1;
-    if (v > SIZE_MAX / mul)
-        return -1;
-    *out = (size_t)(v * mul);
-    return 0;
 }
 
 void config_free(struct config *cfg)
