@@ -54,6 +54,8 @@ enum opt_type {
     OPT_SIZE_AUTO, /* size_t via parse_size_t; 0 or "auto" = 0, else [min, max] */
     OPT_AUTO_BOOL, /* int: "auto" = CONFIG_AUTO, else a boolean (1/0) */
     OPT_SIZE_OR_AUTO, /* size_t: "auto" = CONFIG_SIZE_AUTO, else a size in [min, max] */
+    OPT_ORIGINS,   /* malloc'd char *: a list of origins (config__check_origins); empty = NULL */
+    OPT_HOSTS,     /* malloc'd char *: a list of host names (config__check_hosts); empty = NULL */
 };
 
 struct opt {
@@ -106,6 +108,20 @@ static const struct opt server_opts[] = {
     SOPT("pressure_file", "CORRAL_PRESSURE_FILE", "--pressure-file", OPT_STR, pressure_file, 0, 0),
     SOPT("meminfo_file", "CORRAL_MEMINFO_FILE", "--meminfo-file", OPT_STR, meminfo_file, 0, 0),
     SOPT("state_dir", "CORRAL_STATE_DIR", "--state-dir", OPT_STR_NULL, state_dir, 0, 0),
+    /* browsers, slow clients, connections, shutdown */
+    SOPT("cors_origins", "CORRAL_CORS_ORIGINS", "--cors-origins", OPT_ORIGINS, cors_origins, 0, 0),
+    SOPT("allowed_hosts", "CORRAL_ALLOWED_HOSTS", "--allowed-hosts", OPT_HOSTS, allowed_hosts, 0, 0),
+    SOPT("header_timeout", "CORRAL_HEADER_TIMEOUT", "--header-timeout", OPT_DURATION, header_timeout_ms, 1,
+         24LL * 3600 * 1000),
+    SOPT("body_timeout", "CORRAL_BODY_TIMEOUT", "--body-timeout", OPT_DURATION, body_timeout_ms, 1,
+         24LL * 3600 * 1000),
+    SOPT("max_connections", "CORRAL_MAX_CONNECTIONS", "--max-connections", OPT_INT, max_connections, 0, 1000000),
+    SOPT("max_connections_per_ip", "CORRAL_MAX_CONNECTIONS_PER_IP", "--max-connections-per-ip", OPT_INT,
+         max_connections_per_ip, 0, 1000000),
+    SOPT("request_memory", "CORRAL_REQUEST_MEMORY", "--request-memory", OPT_SIZE, request_memory, 1024LL * 1024,
+         1024LL * 1024 * 1024 * 1024),
+    SOPT("shutdown_timeout", "CORRAL_SHUTDOWN_TIMEOUT", "--shutdown-timeout", OPT_DURATION, shutdown_timeout_ms,
+         0, 24LL * 3600 * 1000),
 };
 
 static const struct opt model_opts[] = {
@@ -235,6 +251,16 @@ static int opt_apply(struct load *ld, const struct opt *o, void *base, const cha
                         config__size_str((unsigned long long)o->max, b, sizeof b),
                         config__quote(value, q, sizeof q));
         *(size_t *)(void *)field = v;
+        return 0;
+    }
+    case OPT_ORIGINS:
+    case OPT_HOSTS: {
+        char why[200];
+        int rc = o->type == OPT_ORIGINS ? config__check_origins(value, why, sizeof why)
+                                        : config__check_hosts(value, why, sizeof why);
+        if (rc < 0)
+            return config__fail(ld, "%s: %s", src, why);
+        config__set_str((char **)(void *)field, *value ? value : NULL);
         return 0;
     }
     case OPT_SIZE_OR_AUTO: {
@@ -525,6 +551,14 @@ void config_defaults(struct config *cfg)
     cfg->pressure_file = config__xstrdup("/proc/pressure/memory");
     cfg->meminfo_file = config__xstrdup("/proc/meminfo");
     cfg->state_dir = NULL;
+    cfg->cors_origins = NULL;
+    cfg->allowed_hosts = NULL;
+    cfg->header_timeout_ms = 10 * 1000;
+    cfg->body_timeout_ms = 30 * 1000;
+    cfg->max_connections = 0; /* auto */
+    cfg->max_connections_per_ip = 64;
+    cfg->request_memory = 256 * MIB;
+    cfg->shutdown_timeout_ms = 30 * 1000;
     cfg->preload = NULL;
     cfg->n_preload = 0;
     cfg->n_models = 0;
@@ -636,6 +670,9 @@ void config_free(struct config *cfg)
     free(cfg->pressure_file);
     free(cfg->meminfo_file);
     free(cfg->state_dir);
+    free(cfg->cors_origins);
+    free(cfg->allowed_hosts);
+    cfg->cors_origins = cfg->allowed_hosts = NULL;
     cfg->host = cfg->api_key = cfg->log_level = cfg->config_path = cfg->models_dir = NULL;
     cfg->max_concurrent_env = cfg->pressure_file = cfg->meminfo_file = cfg->state_dir = NULL;
     for (int i = 0; i < cfg->n_preload; i++)

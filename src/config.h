@@ -11,7 +11,10 @@
  *                     prompt_cache,
  *                     models_dir, memory_budget, max_models, keep_alive,
  *                     load_timeout, max_concurrent, queue_timeout,
- *                     pressure_file, meminfo_file, state_dir
+ *                     pressure_file, meminfo_file, state_dir,
+ *                     cors_origins, allowed_hosts, header_timeout,
+ *                     body_timeout, max_connections, max_connections_per_ip,
+ *                     request_memory, shutdown_timeout
  *   [model.ID]        path (required unless command or upstream), parallel,
  *                     ctx, threads, n_gpu_layers, flash_attn, chat_template, batch,
  *                     preload, keep_alive; a child server: command,
@@ -25,7 +28,10 @@
  *   CORRAL_MODELS_DIR,
  *   CORRAL_MEMORY_BUDGET, CORRAL_MAX_MODELS, CORRAL_KEEP_ALIVE,
  *   CORRAL_LOAD_TIMEOUT, CORRAL_QUEUE_TIMEOUT, CORRAL_PRESSURE_FILE,
- *   CORRAL_MEMINFO_FILE, CORRAL_MAX_CONCURRENT (kept as text in
+ *   CORRAL_MEMINFO_FILE, CORRAL_CORS_ORIGINS, CORRAL_ALLOWED_HOSTS,
+ *   CORRAL_HEADER_TIMEOUT, CORRAL_BODY_TIMEOUT, CORRAL_MAX_CONNECTIONS,
+ *   CORRAL_MAX_CONNECTIONS_PER_IP, CORRAL_REQUEST_MEMORY,
+ *   CORRAL_SHUTDOWN_TIMEOUT, CORRAL_MAX_CONCURRENT (kept as text in
  *   max_concurrent_env, never an error here), CORRAL_MODELS (ID=PATH[,ID=PATH...]) and
  *   CORRAL_PRELOAD (ID[,ID...]); in both lists blanks around items and empty
  *   items are ignored. An empty CORRAL_CONFIG means no file; an empty api_key
@@ -35,7 +41,10 @@
  *   --api-key, --queue-size, --body-limit, --http-threads, --log-level,
  *   --n-gpu-layers, --flash-attn, --prompt-cache, --batch, --models-dir, --memory-budget, --max-models,
  *   --keep-alive, --load-timeout, --max-concurrent, --queue-timeout,
- *   --pressure-file, --meminfo-file. "--flag value" and "--flag=value" both work.
+ *   --pressure-file, --meminfo-file, --cors-origins, --allowed-hosts,
+ *   --header-timeout, --body-timeout, --max-connections,
+ *   --max-connections-per-ip, --request-memory, --shutdown-timeout.
+ *   "--flag value" and "--flag=value" both work.
  *
  * Value forms: sizes as in config_parse_size ("8388608", "64k", "8M", "1G";
  * memory_budget also takes "1T", and "0" or "auto" for automatic); durations
@@ -129,6 +138,22 @@ struct config {
     char *pressure_file; /* PSI memory file; default /proc/pressure/memory */
     char *meminfo_file;  /* default /proc/meminfo */
     char *state_dir;     /* child logs go to state_dir/logs; NULL = $XDG_STATE_HOME/corral */
+    /* Browsers and clients (see http/guard.h and http/conns.h). */
+    char *cors_origins;  /* origins a browser page may call from: "origin[, ...]"
+                          * (scheme://host[:port], or "null"), "*" = any;
+                          * NULL (default) = none: no CORS headers */
+    char *allowed_hosts; /* Host names accepted besides localhost and IP
+                          * literals: "name[, .domain ...]", "*" = any; NULL
+                          * = none. Checked when bound to a loopback address,
+                          * or on any address once set */
+    int64_t header_timeout_ms; /* a request's headers must arrive within this; default 10 s */
+    int64_t body_timeout_ms;   /* longest pause between body reads; default 30 s */
+    int max_connections;       /* open connections at most; 0 = auto (default): 4096, or
+                                * less to stay below the file-descriptor limit */
+    int max_connections_per_ip; /* per client address; default 64; 0 = no limit */
+    size_t request_memory;     /* request bytes held while receiving, all connections
+                                * together; default 256 MiB (at least body_limit) */
+    int64_t shutdown_timeout_ms; /* SIGTERM: how long requests in flight may finish; default 30 s */
     char **preload;      /* ids from CORRAL_PRELOAD then --preload (both
                           * count), deduplicated, in order; valid ids but not
                           * checked against models (models_dir models are

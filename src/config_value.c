@@ -221,3 +221,112 @@ int config_parse_size(const char *s, size_t *out)
     *out = (size_t)(v * mul);
     return 0;
 }
+
+/* ------------------------------------------------------------ lists */
+
+/* Call fn on each comma-separated item of list, trimmed, skipping empty
+ * ones; stops at the first that fails. */
+static int list_each(const char *list, char *why, size_t why_len,
+                     int (*fn)(const char *item, size_t n, char *why, size_t why_len))
+{
+    const char *p = list;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && isspace((unsigned char)*a))
+            a++;
+        while (b > a && isspace((unsigned char)b[-1]))
+            b--;
+        if (a < b && fn(a, (size_t)(b - a), why, why_len) < 0)
+            return -1;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static bool host_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '-' || c == '.' || c == '_';
+}
+
+/* "*", "null" or scheme://host[:port]: no path, no trailing slash. */
+static int origin_ok(const char *s, size_t n, char *why, size_t why_len)
+{
+    char q[80], item[128];
+    snprintf(item, sizeof item, "%.*s", (int)(n < 120 ? n : 120), s);
+    if ((n == 1 && *s == '*') || (n == 4 && strncasecmp(s, "null", 4) == 0))
+        return 0;
+    size_t i = 0;
+    while (i < n && (isalnum((unsigned char)s[i]) || s[i] == '+' || s[i] == '-' || s[i] == '.'))
+        i++;
+    bool ok = i > 0 && isalpha((unsigned char)s[0]) && i + 3 < n && strncmp(s + i, "://", 3) == 0;
+    if (ok) {
+        i += 3;
+        size_t h = i;
+        if (i < n && s[i] == '[') { /* an IPv6 literal */
+            while (i < n && s[i] != ']')
+                i++;
+            ok = i < n;
+            i++;
+        } else {
+            while (i < n && host_char(s[i]))
+                i++;
+        }
+        ok = ok && i > h;
+        if (ok && i < n && s[i] == ':') {
+            size_t d = ++i;
+            while (i < n && isdigit((unsigned char)s[i]))
+                i++;
+            ok = i > d && i - d <= 5;
+        }
+        ok = ok && i == n;
+    }
+    if (!ok) {
+        snprintf(why, why_len,
+                 "expected origins like http://localhost:3000 (scheme://host[:port], no path), \"null\" "
+                 "or \"*\", got \"%s\"",
+                 config__quote(item, q, sizeof q));
+        return -1;
+    }
+    return 0;
+}
+
+/* "*", a host name, ".domain" (it and its subdomains) or an IP literal; no
+ * port, no scheme. */
+static int host_ok(const char *s, size_t n, char *why, size_t why_len)
+{
+    char q[80], item[128];
+    snprintf(item, sizeof item, "%.*s", (int)(n < 120 ? n : 120), s);
+    if (n == 1 && *s == '*')
+        return 0;
+    bool ok = true;
+    if (*s == '[') {
+        ok = n > 2 && s[n - 1] == ']';
+        for (size_t i = 1; ok && i + 1 < n; i++)
+            ok = isxdigit((unsigned char)s[i]) || s[i] == ':' || s[i] == '.';
+    } else {
+        for (size_t i = 0; ok && i < n; i++)
+            ok = host_char(s[i]);
+        ok = ok && !(n == 1 && *s == '.');
+    }
+    if (!ok) {
+        snprintf(why, why_len,
+                 "expected host names like myhost, myhost.lan or .example.com (no scheme, no port), or "
+                 "\"*\", got \"%s\"",
+                 config__quote(item, q, sizeof q));
+        return -1;
+    }
+    return 0;
+}
+
+int config__check_origins(const char *list, char *why, size_t why_len)
+{
+    return list_each(list, why, why_len, origin_ok);
+}
+
+int config__check_hosts(const char *list, char *why, size_t why_len)
+{
+    return list_each(list, why, why_len, host_ok);
+}
