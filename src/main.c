@@ -130,6 +130,13 @@ static int cmd_serve(int argc, char **argv) {
         .pool = pool,
         .gate = gate,
         .queue_timeout_ms = cfg.queue_timeout_ms,
+        .cors_origins = cfg.cors_origins,
+        .allowed_hosts = cfg.allowed_hosts,
+        .header_timeout_ms = cfg.header_timeout_ms,
+        .body_timeout_ms = cfg.body_timeout_ms,
+        .max_connections = cfg.max_connections,
+        .max_connections_per_ip = cfg.max_connections_per_ip,
+        .request_memory = cfg.request_memory,
     };
     srv = http_server_start(&hp, &err);
     if (!srv) {
@@ -148,7 +155,7 @@ static int cmd_serve(int argc, char **argv) {
     log_info("signal %d: shutting down", sig);
     rc = 0;
 out:
-    if (srv) http_server_quiesce(srv);
+    if (srv) http_server_drain(srv);
     if (pool) pool_stop(pool);
     http_server_stop(srv);
     pool_free(pool);

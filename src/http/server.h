@@ -1,6 +1,7 @@
-/* server.h - the HTTP transport: routing, auth, limits, SSE streaming.
+/* server.h - the HTTP transport: routing, auth, browser rules, limits,
+ * SSE streaming, graceful shutdown.
  *
- * Built on libmicrohttpd's event loop (epoll, a small thread pool). Handlers
+ * Built on libmicrohttpd's event loop (poll, a small thread pool). Handlers
  * never block on inference: a request waiting for the engine suspends its
  * connection, and the engine's wake-up resumes it.
  */
@@ -25,6 +26,13 @@ struct http_server_params {
     struct pool *pool;   /* borrowed; must outlive the server */
     struct capacity *gate; /* borrowed, for /capacity and /metrics; NULL = none */
     int64_t queue_timeout_ms; /* default queue-wait bound (X-Corral-Max-Wait overrides); -1 = none */
+    const char *cors_origins;  /* browser origins granted CORS (config list); NULL = none */
+    const char *allowed_hosts; /* Host names accepted besides local ones (config list); NULL = none */
+    int64_t header_timeout_ms; /* a request's headers must arrive within this */
+    int64_t body_timeout_ms;   /* longest pause between body reads */
+    int max_connections;       /* 0 = auto; kept below the file-descriptor limit */
+    int max_connections_per_ip; /* 0 = no limit */
+    size_t request_memory;     /* request bytes held at once (at least body_limit) */
 };
 
 /* Bind and start serving. NULL with *err filled if the address cannot be
@@ -32,8 +40,13 @@ struct http_server_params {
 struct http_server *http_server_start(const struct http_server_params *p, struct corral_err *err);
 /* The port actually bound. */
 int http_server_port(const struct http_server *s);
-/* Stop accepting new connections (in-flight ones go on). */
-void http_server_quiesce(struct http_server *s);
+/* Begin a graceful shutdown: close the listener (new connections are
+ * refused) and answer new requests on open connections with 503,
+ * Retry-After and Connection: close; requests in flight go on. */
+void http_server_drain(struct http_server *s);
+/* Requests dispatched or being received and not yet completed (their
+ * response fully sent): 0 once a drain is done. */
+int http_server_active(struct http_server *s);
 /* Close every connection and free the server. Engines must have been stopped
  * first (pool_stop), so no connection stays suspended. */
 void http_server_stop(struct http_server *s);

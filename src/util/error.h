@@ -23,6 +23,7 @@
     X(MODEL_NOT_FOUND,    404, "invalid_request_error", "model_not_found")                    \
     X(METHOD_NOT_ALLOWED, 405, "invalid_request_error", "method_not_allowed")                 \
     X(TOO_LARGE,          413, "invalid_request_error", "request_too_large")                  \
+    X(UNSUPPORTED_MEDIA,  415, "invalid_request_error", "unsupported_media_type")             \
     X(OVERLOADED,         503, "server_error",          "server_overloaded")                  \
     X(UNAVAILABLE,        503, "server_error",          "model_unavailable")                  \
     X(BAD_GATEWAY,        502, "server_error",          "upstream_error")                     \

@@ -51,7 +51,11 @@ def test_admin_load_and_unload(make_server):
     assert srv.model_health("a")["status"] == "unloaded"
     assert_error(srv.post("/admin/models/load", {"model": "nope"}), 404)
     assert_error(srv.post("/admin/models/unload", {}), 400, param="model")
-    assert_error(srv.post("/admin/models/unload", data=b"{x"), 400)
+    assert_error(srv.post("/admin/models/unload", data=b"{x", headers={"Content-Type": "application/json"}), 400)
+    # a state-changing admin request must say it is JSON (a web page cannot
+    # send that cross-origin without a preflight)
+    assert_error(srv.post("/admin/models/unload", data=b'{"model":"a"}', headers={"Content-Type": "text/plain"}),
+                 415, code="unsupported_media_type")
     assert_error(srv.get("/admin/models/load"), 405)
 
 

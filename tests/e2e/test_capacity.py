@@ -278,11 +278,15 @@ def test_max_wait_header(make_server, mkmodel):
 
 
 def test_queue_timeout_default(make_server, mkmodel):
-    srv = make_server(_args(_two_models(mkmodel), capacity=1, extra=["--queue-timeout", "1"]))
+    # "a" streams for much longer than the test takes (until it is closed),
+    # however fast this machine generates: a long context and ignore_eos
+    models = ["--model", "a=" + mkmodel("cap-long.gguf", seed=7, ctx=65536), "--model",
+              "b=" + mkmodel("cap-b.gguf", seed=31), "--preload", "a", "--preload", "b"]
+    srv = make_server(_args(models, capacity=1, extra=["--queue-timeout", "1", "--ctx", "65536"]))
     srv.wait_loaded("a")
     srv.wait_loaded("b")
     assert _capacity(srv)["queue_timeout_ms"] == 1000
-    a = _stream(srv, "a", 4000)
+    a = _stream(srv, "a", 60000)
     try:
         read_until(a, lambda x: x.count(b"data: ") >= 2)
         t0 = time.monotonic()
