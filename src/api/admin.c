@@ -128,8 +128,8 @@ static double admin__field(const struct pool_model_info *mi, enum admin__field f
     case F_WAIT_LOAD: return mi->waiting_for_load;
     case F_BUSY: return mi->stats.slots_busy;
     case F_SLOTS: return mi->stats.slots_total;
-    case F_LOADED: return mi->status == POOL_LOADED;
-    case F_MEM: return mi->status == POOL_LOADED || mi->status == POOL_LOADING ? (double)mi->mem_estimated : 0;
+    case F_LOADED: return mi->status == POOL_LOADED || mi->status == POOL_UNLOADING;
+    case F_MEM: return mi->status != POOL_UNLOADED && mi->status != POOL_FAILED ? (double)mi->mem_estimated : 0;
     }
     return 0;
 }

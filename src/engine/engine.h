@@ -83,11 +83,17 @@ struct engine_ops {
      * thread; never blocks on other requests. */
     enum corral_status (*submit)(struct engine *e, struct engine_req *r, struct corral_err *err);
     void (*stats)(struct engine *e, struct engine_stats *out);
-    /* Stop serving: fail every queued and running request with
-     * CORRAL_UNAVAILABLE and refuse new ones. The engine stays valid (submit
-     * fails) until free. Idempotent. */
-    void (*stop)(struct engine *e);
-    /* Stop (if not yet) and free everything. */
+    /* Begin to stop, without waiting: refuse new requests and fail the
+     * queued ones now and the running ones at the engine's next step, each
+     * with CORRAL_UNAVAILABLE and `why` ("the model was unloaded"). Safe
+     * under any lock (it takes only the engine's own). The engine stays
+     * valid (submit fails) until free. Idempotent: the first why counts. */
+    void (*stop)(struct engine *e, const char *why);
+    /* Wait until a stopped engine's thread has ended, i.e. every request it
+     * held is DONE. Must not be called under a lock its requests' wake-ups
+     * take. */
+    void (*join)(struct engine *e);
+    /* Stop (if not yet), join and free everything. */
     void (*free)(struct engine *e);
     /* false once the engine can no longer serve on its own account (its
      * child server exited); NULL = always alive. */
@@ -104,7 +110,8 @@ static inline enum corral_status engine_submit(struct engine *e, struct engine_r
     return e->ops->submit(e, r, err);
 }
 static inline void engine_stats(struct engine *e, struct engine_stats *out) { e->ops->stats(e, out); }
-static inline void engine_stop(struct engine *e) { e->ops->stop(e); }
+static inline void engine_stop(struct engine *e, const char *why) { e->ops->stop(e, why); }
+static inline void engine_join(struct engine *e) { e->ops->join(e); }
 static inline void engine_free(struct engine *e) {
     if (e) e->ops->free(e);
 }

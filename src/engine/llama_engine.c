@@ -144,6 +144,8 @@ struct llama_engine {
     bool thread_started;
     bool joined;            /* guarded by join_mu */
     pthread_mutex_t join_mu;
+    _Atomic bool stopped;   /* stop was called; stop_why is set */
+    char stop_why[160];     /* written once, before admit_stop; read after admit_take saw it */
     struct admit admit; /* the bounded queue and the gate's permits */
     int queue_size;
     _Atomic int busy;   /* slots not idle */
@@ -897,7 +899,7 @@ static void *llama_engine__run(void *arg) {
         struct slot *s = &e->slots[i];
         if (s->state == SLOT_IDLE) continue;
         struct corral_err err;
-        corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "the model was unloaded");
+        corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "%s", e->stop_why);
         llama_engine__slot_end(e, s, ENGINE_FINISH_NONE, &err);
     }
     return NULL;
@@ -922,9 +924,17 @@ static void llama_engine__stats(struct engine *base, struct engine_stats *out) {
     out->memory_bytes = e->mem_bytes;
 }
 
-static void llama_engine__stop(struct engine *base) {
+static void llama_engine__stop(struct engine *base, const char *why) {
     struct llama_engine *e = (struct llama_engine *)base;
-    admit_stop(&e->admit, "the model was unloaded");
+    bool was = false;
+    if (atomic_compare_exchange_strong(&e->stopped, &was, true)) {
+        snprintf(e->stop_why, sizeof e->stop_why, "%s", why ? why : "the model was unloaded");
+        admit_stop(&e->admit, e->stop_why);
+    }
+}
+
+static void llama_engine__join(struct engine *base) {
+    struct llama_engine *e = (struct llama_engine *)base;
     pthread_mutex_lock(&e->join_mu);
     if (e->thread_started && !e->joined) {
         pthread_join(e->thread, NULL);
@@ -936,7 +946,8 @@ static void llama_engine__stop(struct engine *base) {
 static void llama_engine__free(struct engine *base) {
     struct llama_engine *e = (struct llama_engine *)base;
     if (!e) return;
-    llama_engine__stop(base);
+    llama_engine__stop(base, "the model was unloaded");
+    llama_engine__join(base);
     for (int i = 0; i < e->n_slots; i++) {
         slot__reset_sampling(&e->slots[i]);
         buf_free(&e->slots[i].pend);
@@ -963,6 +974,7 @@ static const struct engine_ops llama_engine__ops = {
     .submit = llama_engine__submit,
     .stats = llama_engine__stats,
     .stop = llama_engine__stop,
+    .join = llama_engine__join,
     .free = llama_engine__free,
 };
 
@@ -987,14 +999,13 @@ static char *llama_engine__pick_template(struct llama_engine *e, const char *wan
 }
 
 struct llama_engine__progress {
-    void (*fn)(float, void *);
+    bool (*fn)(float, void *);
     void *ctx;
 };
 
 static bool llama_engine__on_progress(float fraction, void *ud) {
     struct llama_engine__progress *pr = ud;
-    pr->fn(fraction, pr->ctx);
-    return true;
+    return pr->fn(fraction, pr->ctx);
 }
 
 struct engine *llama_engine_open(const struct llama_engine_params *p, struct corral_err *err) {

@@ -2,6 +2,7 @@
 #ifndef CORRAL_LLAMA_ENGINE_H
 #define CORRAL_LLAMA_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "engine/engine.h"
@@ -27,8 +28,9 @@ struct llama_engine_params {
     struct capacity *gate;     /* admission gate: a permit per running request; NULL = none */
     const char *chat_template; /* NULL = the model's own */
     size_t out_cap;            /* per-request output buffer bound */
-    /* Called from the loading thread with 0..1 as weights are read; may be NULL. */
-    void (*progress)(float fraction, void *ctx);
+    /* Called from the loading thread with 0..1 as weights are read; false
+     * stops the load (llama_engine_open then fails). May be NULL. */
+    bool (*progress)(float fraction, void *ctx);
     void *progress_ctx;
 };
 

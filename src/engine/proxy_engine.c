@@ -145,6 +145,7 @@ struct proxy_engine {
     bool joined; /* guarded by join_mu: stop may come from two threads */
     pthread_mutex_t join_mu;
     _Atomic bool stopping;
+    char stop_why[160]; /* written once, before stopping is set */
 
     pthread_mutex_t mu; /* state, fail_msg, replica counters */
     pthread_cond_t cv;  /* open() waits for the start-up here */
@@ -158,6 +159,8 @@ struct proxy_engine {
     int64_t start_ms, startup_deadline_ms, next_probe_ms;
     void (*dead)(void *ctx);
     void *dead_ctx;
+    bool (*aborted)(void *ctx);
+    void *aborted_ctx;
 
     _Atomic int64_t st_prompt, st_generated, st_cached;
 };
@@ -772,6 +775,12 @@ static void *proxy__run(void *arg) {
             }
         }
         if (st == PX_STARTING) {
+            if (e->aborted && e->aborted(e->aborted_ctx)) {
+                char msg[CORRAL_ERR_MSG_MAX];
+                snprintf(msg, sizeof msg, "model '%.128s': start-up stopped (unloaded or shutting down)", e->id);
+                proxy__set_state(e, PX_FAILED, msg);
+                break;
+            }
             if (now >= e->startup_deadline_ms) {
                 char msg[CORRAL_ERR_MSG_MAX];
                 snprintf(msg, sizeof msg,
@@ -835,7 +844,7 @@ static void *proxy__run(void *arg) {
         if (e->child && child_pidfd(e->child) < 0 && timeout > 100) timeout = 100;
         curl_multi_poll(e->multi, extra, n_extra, timeout, NULL);
     }
-    proxy__fail_all(e, CORRAL_UNAVAILABLE, "the model was unloaded");
+    proxy__fail_all(e, CORRAL_UNAVAILABLE, e->stop_why[0] ? e->stop_why : "the model was unloaded");
     return NULL;
 }
 
@@ -888,11 +897,22 @@ static bool proxy__alive(struct engine *base) {
     return alive;
 }
 
-static void proxy__stop(struct engine *base) {
+static void proxy__stop(struct engine *base, const char *why) {
     struct proxy_engine *e = (struct proxy_engine *)base;
-    atomic_store(&e->stopping, true);
-    admit_stop(&e->admit, "the model was unloaded");
+    pthread_mutex_lock(&e->mu);
+    bool first = !atomic_load(&e->stopping);
+    if (first) {
+        snprintf(e->stop_why, sizeof e->stop_why, "%s", why ? why : "the model was unloaded");
+        atomic_store(&e->stopping, true);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (!first) return;
+    admit_stop(&e->admit, e->stop_why);
     if (e->multi) curl_multi_wakeup(e->multi);
+}
+
+static void proxy__join(struct engine *base) {
+    struct proxy_engine *e = (struct proxy_engine *)base;
     pthread_mutex_lock(&e->join_mu);
     if (e->thread_started && !e->joined) {
         pthread_join(e->thread, NULL);
@@ -904,7 +924,8 @@ static void proxy__stop(struct engine *base) {
 static void proxy__free(struct engine *base) {
     struct proxy_engine *e = (struct proxy_engine *)base;
     if (!e) return;
-    proxy__stop(base);
+    proxy__stop(base, "the model was unloaded");
+    proxy__join(base);
     admit_free(&e->admit);
     if (e->child) {
         int status = child_stop(e->child, PROXY_STOP_GRACE_MS);
@@ -931,6 +952,7 @@ static const struct engine_ops proxy_engine__ops = {
     .submit = proxy__submit,
     .stats = proxy__stats,
     .stop = proxy__stop,
+    .join = proxy__join,
     .free = proxy__free,
     .alive = proxy__alive,
 };
@@ -1003,6 +1025,8 @@ struct engine *proxy_engine_open(const struct proxy_engine_params *p, struct cor
     e->out_cap = p->out_cap;
     e->dead = p->dead;
     e->dead_ctx = p->dead_ctx;
+    e->aborted = p->aborted;
+    e->aborted_ctx = p->aborted_ctx;
     e->took = calloc((size_t)e->n_slots, sizeof *e->took);
     e->xfers = calloc((size_t)e->n_slots, sizeof *e->xfers);
     if (p->api_key && p->api_key[0]) {

@@ -10,6 +10,7 @@
 #ifndef CORRAL_PROXY_ENGINE_H
 #define CORRAL_PROXY_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,10 @@ struct proxy_engine_params {
      * (engine_alive is false). May be NULL. */
     void (*dead)(void *ctx);
     void *dead_ctx;
+    /* Polled during a child's start-up: true stops it (open then fails).
+     * May be NULL. */
+    bool (*aborted)(void *ctx);
+    void *aborted_ctx;
 };
 
 /* Start serving. A child is spawned (from the calling thread, which must

@@ -58,18 +58,18 @@ enum MHD_Result http__health(struct http_server *s, const struct http_out *o) {
 
 enum MHD_Result http__models(struct http_server *s, const struct http_out *o, const char *one) {
     size_t n = pool_count(s->pool);
+    struct pool_model_info *mi = calloc(n ? n : 1, sizeof *mi);
     const char **ids = calloc(n ? n : 1, sizeof *ids);
     const char **st = calloc(n ? n : 1, sizeof *st);
     int64_t *created = calloc(n ? n : 1, sizeof *created);
     size_t k = 0;
-    if (!ids || !st || !created) goto done;
+    if (!mi || !ids || !st || !created) goto done;
     for (size_t i = 0; i < n; i++) {
-        struct pool_model_info mi;
-        if (pool_info(s->pool, i, &mi) != 0) continue;
-        if (one && strcmp(one, mi.id) != 0) continue;
-        ids[k] = mi.id;
-        st[k] = pool_status_name(mi.status);
-        created[k] = mi.created;
+        if (pool_info(s->pool, i, &mi[k]) != 0) continue;
+        if (one && strcmp(one, mi[k].id) != 0) continue;
+        ids[k] = mi[k].id;
+        st[k] = pool_status_name(mi[k].status);
+        created[k] = mi[k].created;
         k++;
     }
 done:;
@@ -88,6 +88,7 @@ done:;
     } else {
         ret = http__reply_json(o, MHD_HTTP_OK, api_models_json(ids, created, st, k));
     }
+    free(mi);
     free(ids);
     free(st);
     free(created);

@@ -84,7 +84,7 @@ struct conn {
     bool dispatched;
     bool counted; /* in srv->active */
 
-    struct pool_model *pinned;
+    struct pool_pin *pinned;
     struct engine_req *req;
     enum api_kind kind;
     bool stream;

@@ -10,10 +10,12 @@
  * with requests in flight is never unloaded. Idle models are unloaded after
  * their keep_alive.
  *
- * States:  UNLOADED --request/preload--> LOADING --ok--> LOADED
- *              ^                             |             |
- *              |                             +--error--> FAILED (cooldown 10 s, doubling to 5 min)
- *              +------- evicted (LRU, unpinned) / idle past keep_alive --+
+ * States seen from outside (pool/internal.h has the whole machine):
+ *
+ *   UNLOADED --request/preload--> LOADING --ok--> LOADED --admin unload, in use--> UNLOADING
+ *       ^                            |              |                                  |
+ *       |                            +--error--> FAILED (cooldown 10 s, doubling to 5 min)
+ *       +------ evicted (LRU, unpinned) / idle past keep_alive / last request ended ---+
  */
 #ifndef CORRAL_POOL_H
 #define CORRAL_POOL_H
@@ -27,13 +29,17 @@
 #include "util/error.h"
 
 struct pool;
-struct pool_model; /* opaque handle to one registered model */
+struct pool_pin; /* one request's hold on its model, from pool_submit to pool_release */
+struct llama_engine_params;
+struct proxy_engine_params;
 
-enum pool_model_status { POOL_UNLOADED = 0, POOL_LOADING, POOL_LOADED, POOL_FAILED };
+enum pool_model_status { POOL_UNLOADED = 0, POOL_LOADING, POOL_LOADED, POOL_FAILED, POOL_UNLOADING };
+
+#define POOL_INFO_PATH_MAX 1024
 
 struct pool_model_info {
-    const char *id;     /* borrowed: valid until pool_free */
-    const char *path;   /* borrowed; a child's command or the upstream URLs for proxied models */
+    char id[CONFIG_ID_MAX];
+    char path[POOL_INFO_PATH_MAX]; /* a child's command or the upstream URLs for proxied models (cut if longer) */
     const char *backend; /* "llama" (in-process), "child" (a server corral runs) or "upstream" */
     enum pool_model_status status;
     char error[CORRAL_ERR_MSG_MAX]; /* last load error, "" if none */
@@ -62,6 +68,13 @@ struct pool_stats {
     uint64_t rss;         /* 0 here; pool_rss() reads it (a file read: not for hot paths) */
 };
 
+/* How the pool opens engines: llama_engine_open and proxy_engine_open
+ * unless a test passes its own (pool_new_with). */
+struct pool_backends {
+    struct engine *(*open_llama)(const struct llama_engine_params *p, struct corral_err *err);
+    struct engine *(*open_proxy)(const struct proxy_engine_params *p, struct corral_err *err);
+};
+
 /* Register the models of cfg (and of cfg->models_dir) and start the loader
  * thread; models marked preload start loading at once. Each model runs
  * min(its parallel, capacity_host(gate)) slots, and its engine takes a
@@ -69,22 +82,35 @@ struct pool_stats {
  * gate) must outlive the pool. NULL with *err only when out of memory or
  * the thread cannot start. */
 struct pool *pool_new(const struct config *cfg, struct capacity *gate, struct corral_err *err);
-/* Stop loading and stop every engine: requests in flight fail with
- * CORRAL_UNAVAILABLE, new ones are refused. Handles stay valid until
- * pool_free. */
+struct pool *pool_new_with(const struct config *cfg, struct capacity *gate, const struct pool_backends *be,
+                           struct corral_err *err);
+/* Begin a graceful shutdown: new requests are refused (503), no load
+ * starts, a load in progress is aborted and requests waiting for a load
+ * fail (503); requests in the engines go on. */
+void pool_close(struct pool *p);
+/* Requests the pool holds (pins not yet released). */
+int pool_in_flight(struct pool *p);
+/* Stop loading and stop every engine, then wait for them: requests in
+ * flight fail with CORRAL_UNAVAILABLE ("the server is shutting down"), new
+ * ones are refused. Pins stay valid until pool_free. */
 void pool_stop(struct pool *p);
 void pool_free(struct pool *p);
 
 /* Route request r to model `id`: submit it to the model's engine now if the
  * model is loaded, else start (or join) its load and submit it when the load
  * ends (a failed load fails r with the reason). On CORRAL_OK the model is
- * pinned for r: call pool_release(p, *handle) once r is finished with.
- * Errors: CORRAL_MODEL_NOT_FOUND (message lists the ids), CORRAL_UNAVAILABLE
- * (failed recently; cooling down), CORRAL_TOO_LARGE... (bigger than the
- * whole budget), or whatever the engine's submit returns. */
-enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req *r,
-                               struct pool_model **handle, struct corral_err *err);
-void pool_release(struct pool *p, struct pool_model *m);
+ * pinned for r: call pool_release(p, *pin) once r is finished with. An
+ * in-process model drops r's raw body (engine_req_set_body): only proxied
+ * models forward it. At most queue_size + slots requests wait for one
+ * model's load. Errors: CORRAL_MODEL_NOT_FOUND (message lists the ids),
+ * CORRAL_UNAVAILABLE (failed recently and cooling down, being unloaded,
+ * shutting down), CORRAL_OVERLOADED (too many waiting for its load), or
+ * whatever the engine's submit returns. */
+enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req *r, struct pool_pin **pin,
+                               struct corral_err *err);
+/* Let go of a pin (NULL is ignored); a request still waiting for a load
+ * leaves the list. */
+void pool_release(struct pool *p, struct pool_pin *pin);
 
 /* Start loading model id in the background now, even during a failure
  * cooldown. *status gets the model's state after the call (LOADED if it
@@ -94,7 +120,9 @@ enum corral_status pool_load(struct pool *p, const char *id, enum pool_model_sta
 /* Unload model id. With nothing in flight it is unloaded before returning
  * (*done = true); otherwise it is unloaded when its last request ends and new
  * requests are refused meanwhile (*done = false). force cancels the requests
- * in flight (their clients get an error) instead of waiting for them. */
+ * in flight (their clients get an error) instead of waiting for them. A
+ * load in progress is aborted; requests waiting for it fail. The engine is
+ * stopped without waiting for it (never under the pool's lock). */
 enum corral_status pool_unload(struct pool *p, const char *id, bool force, bool *done, struct corral_err *err);
 /* Register a GGUF file as model id. The file must resolve (symlinks and ".."
  * followed) to a regular *.gguf file inside models_dir; CORRAL_FORBIDDEN

@@ -489,7 +489,7 @@ static void test_metrics_variants(void **state) {
     (void)state;
     struct fixture f;
     fixture_init(&f);
-    f.models[1].id = "odd\"id\\x";
+    snprintf(f.models[1].id, sizeof f.models[1].id, "%s", "odd\"id\\x");
     f.models[1].status = POOL_LOADING;
     f.models[1].stats = (struct engine_stats){0};
     f.models[1].waiting_for_load = 2;
