@@ -158,7 +158,7 @@ static int admit__startable(struct admit *a, int idle) {
     for (size_t i = 0; i < waitq_len(&a->queue); i++) {
         struct engine_req *r = waitq_at(&a->queue, i);
         if (a->p.embed_free && engine_req_input(r)->kind == API_EMBEDDING) {
-            if (embed) break;
+            if (embed || a->embed_busy) break;
             embed = true;
         } else {
             if (gens >= idle) break;

@@ -57,6 +57,9 @@ struct admit {
     uint64_t kick;
     struct capacity_waiter waiter;
     bool waiting_permit; /* scheduler thread only */
+    /* Scheduler thread only: an embedding (embed_free) is still running, so
+     * the next one waits its turn in the queue. */
+    bool embed_busy;
     _Atomic int64_t accepted;
 };
 

@@ -1,0 +1,145 @@
+/* llama_internal.h - what the in-process engine's files share
+ * (llama_engine.c: open, ops and lifecycle; llama_submit.c: prompts and
+ * tokens on the caller's thread; llama_sched.c: the scheduler thread;
+ * llama_embed.c: embeddings in chunks). Not for other modules. */
+#ifndef CORRAL_LLAMA_INTERNAL_H
+#define CORRAL_LLAMA_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llama.h>
+
+#include "engine/admit.h"
+#include "engine/llama_engine.h"
+#include "engine/pcache.h"
+#include "engine/stopmatch.h"
+#include "util/buf.h"
+
+/* How often the scheduler polls client sockets for hang-ups (and checks
+ * queue deadlines) while it has work or waiters. */
+#define LLAMA_ENGINE_POLL_US 20000
+/* Logical batch: the most tokens one decode call takes when no stream is
+ * waiting on it (llama.cpp splits it into physical batches of `batch`). */
+#define LLAMA_ENGINE_MAX_BATCH 2048
+/* Fewest extra prefix tokens worth copying another slot's KV stream for. */
+#define LLAMA_ENGINE_MIN_COPY 64
+/* A sequence is saved to the prompt cache only if at least 1/N of it
+ * would be lost. */
+#define LLAMA_ENGINE_SAVE_SHARE 4
+/* Most sequences the prompt cache keeps (besides its byte bound). */
+#define LLAMA_ENGINE_PCACHE_ENTRIES 64
+/* Longest a token's text can be (pieces are short; this bounds a stack buffer). */
+#define LLAMA_ENGINE_PIECE_MAX 256
+
+/* Tokens of embedding inputs computed per scheduler step at most (at least
+ * one input), so an embedding batch delays generating streams by about one
+ * prompt chunk per step. */
+#define LLAMA_ENGINE_EMBED_CHUNK 512
+
+enum slot_state { SLOT_IDLE = 0, SLOT_PROMPT, SLOT_GEN };
+
+struct slot {
+    int seq; /* llama sequence id */
+    enum slot_state state;
+    struct engine_req *req;
+
+    llama_token *cache; /* tokens whose KV is in this sequence, positions 0..n_cache-1 */
+    int n_cache;
+
+    const int32_t *prompt;
+    int n_prompt;
+    int n_reused; /* prompt tokens taken from the cache */
+    int n_decoded;
+    int max_tokens;
+    bool ignore_eos;
+    llama_token last; /* sampled, not yet in the KV cache */
+    int i_batch;      /* index of this slot's logits in the batch, -1 = none */
+
+    struct llama_sampler *smpl;
+    struct stopmatch stop;
+    struct buf pend; /* bytes of an unfinished UTF-8 character */
+    struct buf emit; /* scratch for text released this step */
+
+    int64_t t_admit_us;
+    int64_t last_used_us;
+    bool copy_pending; /* its KV was just copied from another slot (applied at the next decode) */
+    /* Waiting for another slot to compute a shared prefix, to copy it then:
+     * wait_src, still on the request of admission wait_epoch, must reach
+ * wait_lcp cached tokens. */
+    struct slot *wait_src;
+    uint64_t wait_epoch;
+    int wait_lcp;
+    uint64_t epoch; /* bumped at every admission: tells one request of a slot from the next */
+};
+
+/* The embedding request being computed, a chunk of inputs per step
+ * (scheduler thread only). */
+struct embed_job {
+    struct engine_req *req; /* NULL = none */
+    size_t next;            /* the next input */
+    float **vecs;           /* one per input, filled up to next */
+    int64_t tokens;
+};
+
+struct llama_engine {
+    struct engine base; /* must be first */
+    char *id;
+
+    struct llama_model *model;
+    const struct llama_vocab *vocab;
+    struct llama_context *ctx;
+    struct llama_context *ectx; /* embeddings context, created on first use */
+    struct llama_batch ebatch;  /* its batch (one input at a time) */
+    struct ggml_threadpool *tp; /* the context's compute threads, paused while idle */
+    char *tmpl;                 /* chat template text or a built-in name */
+    int n_vocab;
+    int n_ctx_slot;
+    int n_batch; /* most tokens in one decode call (logical batch) */
+    int n_chunk; /* most prompt tokens per step while other slots generate */
+    int threads;
+    int max_piece; /* longest token text in bytes, for quick prompt-size bounds */
+    size_t out_cap;
+
+    struct slot *slots;
+    int n_slots;
+    struct engine_req **took; /* scheduler scratch: requests admit_take hands over (n_slots + 1) */
+    struct llama_batch batch;
+
+    pthread_t thread;
+    bool thread_started;
+    bool joined;            /* guarded by join_mu */
+    pthread_mutex_t join_mu;
+    _Atomic bool stopped;   /* stop was called; stop_why is set */
+    char stop_why[160];     /* written once, before admit_stop; read after admit_take saw it */
+    struct admit admit; /* the bounded queue and the gate's permits */
+    int queue_size;
+    _Atomic int busy;   /* slots not idle, and an embedding job */
+    struct embed_job embed;
+
+    struct pcache pc; /* finished sequences' KV in host memory (scheduler thread only) */
+
+    _Atomic int64_t st_requests, st_prompt, st_generated, st_cached;
+    _Atomic int64_t st_pc_hits, st_pc_bytes; /* mirror pc for stats() */
+    uint64_t mem_bytes;
+};
+
+/* llama_submit.c: format and tokenise on the caller's thread, then queue. */
+enum corral_status llama_engine__submit(struct engine *base, struct engine_req *r, struct corral_err *err);
+
+/* llama_sched.c: the scheduler thread's body. */
+void *llama_engine__run(void *arg);
+void llama_engine__slot_free(struct slot *s);
+
+/* llama_embed.c (scheduler thread only): take r (queued, permit held) as
+ * the embedding job; compute the next chunk of the job (true while it has
+ * more); fail the job with err (stopping). */
+void llama_embed_start(struct llama_engine *e, struct engine_req *r);
+bool llama_embed_step(struct llama_engine *e);
+void llama_embed_abort(struct llama_engine *e, const struct corral_err *err);
+/* Free the embeddings context (at engine free). */
+void llama_embed_free(struct llama_engine *e);
+
+#endif
