@@ -3,6 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "capacity/capacity.h"
 #include "cli.h"
@@ -10,6 +13,7 @@
 #include "http/server.h"
 #include "pool/pool.h"
 #include "util/log.h"
+#include "util/time.h"
 
 extern char **environ;
 
@@ -50,6 +54,15 @@ static void usage(FILE *f) {
             "  --body-limit SIZE     largest request body (default 8M)\n"
             "  --http-threads N      HTTP event threads (default 2)\n"
             "  --api-key KEY         require 'Authorization: Bearer KEY'\n"
+            "  --admin-api-key KEY   guards /admin (default: loopback clients only)\n"
+            "  --cors-origins LIST   web origins allowed to call from a browser (default none; * = any)\n"
+            "  --allowed-hosts LIST  Host names accepted besides localhost and IP literals\n"
+            "  --header-timeout DUR  a request's headers must arrive within this (default 10s)\n"
+            "  --body-timeout DUR    longest pause between body reads (default 30s)\n"
+            "  --max-connections N   open connections at most (default 4096, below the fd limit)\n"
+            "  --max-connections-per-ip N  per client address (default 64; 0 = no limit)\n"
+            "  --request-memory SIZE request bytes held at once, all clients (default 256M)\n"
+            "  --shutdown-timeout DUR  SIGTERM: how long requests in flight may finish (default 30s)\n"
             "  --log-level LEVEL     debug, info, warn, error (default info)\n",
             CORRAL_VERSION, cli_usage_text);
 }
@@ -73,6 +86,58 @@ static int cmd_models(int argc, char **argv) {
     }
     for (int i = 0; i < cfg.n_models; i++) printf("%s\t%s\n", cfg.models[i].id, cfg.models[i].path);
     config_free(&cfg);
+    return 0;
+}
+
+/* Raise the soft limit on open files to the hard one (at most 1M): every
+ * client connection is a descriptor. */
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20) : rl.rlim_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) log_warn("could not raise the open-file limit to %llu",
+                                                         (unsigned long long)want);
+    }
+}
+
+/* Wait up to ms for a signal of set; the signal, or 0. */
+static int wait_signal(const sigset_t *set, int64_t ms) {
+    if (ms <= 0) return 0;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    int sig = sigtimedwait(set, NULL, &ts);
+    return sig > 0 ? sig : 0;
+}
+
+/* Graceful shutdown after the first signal: stop accepting, let requests
+ * in flight finish up to shutdown_timeout, then cancel the rest (their
+ * clients get an error event) and give their transports a moment to send
+ * it. A second signal exits at once. Returns the exit status. */
+static int drain(struct http_server *srv, struct pool *pool, const sigset_t *set, int64_t timeout_ms) {
+    http_server_drain(srv);
+    pool_close(pool);
+    int64_t t0 = time_now_ms(), deadline = t0 + timeout_ms;
+    int active = http_server_active(srv);
+    if (active > 0)
+        log_info("draining: %d request(s) in flight, up to %lld ms (a second signal stops at once)", active,
+                 (long long)timeout_ms);
+    while ((active = http_server_active(srv)) > 0 && time_now_ms() < deadline) {
+        int sig = wait_signal(set, 50);
+        if (sig) {
+            log_warn("signal %d again: exiting now, %d request(s) cut off", sig, active);
+            fflush(stderr);
+            _exit(128 + sig);
+        }
+    }
+    if (active > 0) log_warn("shutdown_timeout reached: cancelling %d request(s) still running", active);
+    pool_stop(pool);
+    /* the cancelled requests' transports send their error events */
+    for (int64_t end = time_now_ms() + 2000; http_server_active(srv) > 0 && time_now_ms() < end;) {
+        int sig = wait_signal(set, 20);
+        if (sig) _exit(128 + sig);
+    }
+    log_info("drained in %lld ms", (long long)(time_now_ms() - t0));
     return 0;
 }
 
@@ -100,6 +165,7 @@ static int cmd_serve(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     struct corral_err err;
     corral_err_clear(&err);
@@ -153,7 +219,7 @@ static int cmd_serve(int argc, char **argv) {
     int sig = 0;
     sigwait(&set, &sig);
     log_info("signal %d: shutting down", sig);
-    rc = 0;
+    rc = drain(srv, pool, &set, cfg.shutdown_timeout_ms);
 out:
     if (srv) http_server_drain(srv);
     if (pool) pool_stop(pool);

@@ -314,6 +314,30 @@ def test_child_never_healthy(make_server, tmp_path):
         assert "GET /health" in f.read()  # it was probed
 
 
+def test_shutdown_stops_a_child_start_up(make_server, tmp_path):
+    """SIGTERM while a child server starts: the start-up is abandoned, the
+    request waiting for it gets 503 at once, the child is stopped (and not
+    reported as a crash) and the process exits 0 well before the start-up
+    timeout."""
+    srv = _serve(make_server, tmp_path, {"slow": {"command": _fake_cmd("unhealthy"), "startup_timeout": "60s"}})
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=srv.post(COMP, completion_body(model="slow", max_tokens=4),
+                                                              timeout=30)))
+    t.start()
+    log = _log_path(tmp_path, "slow")
+    pid = _pid_from_log(log)
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    t.join(10)
+    rc = srv.proc.wait(timeout=10)
+    assert time.monotonic() - t0 < 8
+    assert rc == 0
+    assert_error(res["r"], 503)
+    assert _wait_gone(pid, 5), "the child %d outlived corral" % pid
+    err = srv.stderr()
+    assert "its server process exited" not in err and "keeps crashing" not in err, err[-1500:]
+
+
 # ---------------------------------------------------------------- child crashes
 
 
