@@ -6,7 +6,7 @@ CMAKE_FLAGS ?= -DCORRAL_WERROR=ON
 PORT ?= 8080
 DEMO_MODEL := $(BUILD)/models/demo.gguf
 
-.PHONY: all deps configure build run test test-unit test-asan test-tsan bench clean
+.PHONY: all deps configure build run test test-unit test-asan test-tsan fuzz soak bench clean
 
 all: build
 
@@ -55,8 +55,20 @@ test-tsan: build
 	@cmake --build $(BUILD)-tsan -j$(JOBS)
 	cd $(BUILD)-tsan && ctest --output-on-failure --timeout 1200
 
+# libFuzzer (clang, ASan + UBSan) on the request parser, the config reader
+# and the upstream SSE reader, FUZZ_TIME seconds each (see scripts/fuzz.sh).
+FUZZ_TIME ?= 60
+fuzz:
+	@bash scripts/install-deps.sh --fuzz
+	@FUZZ_BUILD=$(BUILD)-fuzz bash scripts/fuzz.sh $(FUZZ_TIME)
+
+# Mixed load against one server, sampling RSS and open fds (see bench/soak.sh).
+SOAK_TIME ?= 3600
+soak: build
+	bash bench/soak.sh --duration $(SOAK_TIME)
+
 bench: build
 	bash bench/run.sh
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz

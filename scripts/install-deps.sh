@@ -4,6 +4,8 @@
 #   scripts/install-deps.sh           everything (build, tests, bench)
 #   scripts/install-deps.sh --bench   only what bench/run.sh adds on top of a
 #                                     build: wrk (scenario s6) and gnuplot (s7 plot)
+#   scripts/install-deps.sh --fuzz    what `make fuzz` needs: the libraries and
+#                                     clang with its libFuzzer runtime
 set -euo pipefail
 pkgs=(build-essential cmake git pkg-config ccache
       libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libinih-dev libcmocka-dev
@@ -11,7 +13,9 @@ pkgs=(build-essential cmake git pkg-config ccache
 case "${1:-}" in
   "") ;;
   --bench) pkgs=(wrk gnuplot-nox) ;;
-  *) echo "usage: $0 [--bench]" >&2; exit 2 ;;
+  --fuzz) pkgs=(cmake pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libinih-dev libcmocka-dev
+                clang libclang-rt-14-dev) ;;
+  *) echo "usage: $0 [--bench|--fuzz]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do
