@@ -211,6 +211,17 @@ int admin_metrics_text(const struct admin_view *v, struct buf *out) {
         rc |= admin__one(out, "corral_process_resident_memory_bytes", "gauge", "Resident memory of the process.",
                          (double)p->rss);
     }
+    if (v->has_http) {
+        rc |= admin__one(out, "corral_http_connections", "gauge", "Client connections open.", (double)v->connections);
+        rc |= admin__one(out, "corral_http_connections_max", "gauge", "Client connections allowed at once.",
+                         (double)v->max_connections);
+        rc |= admin__one(out, "corral_http_connection_timeouts_total", "counter",
+                         "Connections closed because a request's headers or body did not arrive in time.",
+                         (double)v->connection_timeouts);
+        rc |= admin__one(out, "corral_http_request_memory_bytes", "gauge",
+                         "Request bytes held (bodies being received and requests in flight).",
+                         (double)v->request_memory);
+    }
     if (v->n_codes) {
         rc |= admin_prom_family(out, "corral_http_responses_total", "counter", "HTTP responses sent, by status code.");
         for (size_t i = 0; i < v->n_codes; i++) {

@@ -8,6 +8,7 @@
 #ifndef CORRAL_API_ADMIN_H
 #define CORRAL_API_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,12 @@ struct admin_view {
     const int *codes;
     const int64_t *counts;
     size_t n_codes;
+    /* client connections (http/conns.h); has_http false = not shown */
+    bool has_http;
+    int connections;
+    int max_connections;
+    int64_t connection_timeouts;
+    uint64_t request_memory;
 };
 
 /* The /capacity object: host and effective capacity and where each came

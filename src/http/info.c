@@ -126,6 +126,13 @@ static void http__view_take(struct http_server *s, struct http__view *hv) {
     hv->v.codes = http__codes;
     hv->v.counts = hv->counts;
     hv->v.n_codes = http__n_codes - 1; /* "other" is not a code */
+    if (s->conns) {
+        hv->v.has_http = true;
+        hv->v.connections = conns_count(s->conns);
+        hv->v.max_connections = s->max_connections;
+        hv->v.connection_timeouts = conns_timeouts(s->conns);
+        hv->v.request_memory = conns_mem_used(s->conns);
+    }
 }
 
 static void http__view_free(struct http__view *hv) { free(hv->models); }

@@ -203,7 +203,12 @@ static void fixture_init(struct fixture *f) {
                                .queue_timeout_ms = 30000,
                                .codes = f->codes,
                                .counts = f->counts,
-                               .n_codes = 4};
+                               .n_codes = 4,
+                               .has_http = true,
+                               .connections = 12,
+                               .max_connections = 4096,
+                               .connection_timeouts = 3,
+                               .request_memory = 65536};
 }
 
 /* ------------------------------------------------------------ /metrics */
@@ -443,6 +448,10 @@ static void test_metrics_full(void **state) {
     has_line(t, "corral_http_responses_total{code=\"400\"} 2");
     has_line(t, "corral_http_responses_total{code=\"429\"} 0");
     has_line(t, "corral_http_responses_total{code=\"503\"} 7");
+    has_line(t, "corral_http_connections 12");
+    has_line(t, "corral_http_connections_max 4096");
+    has_line(t, "corral_http_connection_timeouts_total 3");
+    has_line(t, "corral_http_request_memory_bytes 65536");
 
     /* the histogram: one bucket per bound plus +Inf, in order, cumulative,
      * +Inf equal to _count */
