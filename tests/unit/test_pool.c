@@ -308,6 +308,17 @@ static void submit(struct fx *x, const char *id, struct call *c, int64_t keep_al
     c->st = pool_submit(x->pool, id, c->req, &c->pin, &c->err);
 }
 
+static void submit_with_body(struct fx *x, const char *id, struct call *c) {
+    struct api_request in;
+    memset(&in, 0, sizeof in);
+    in.kind = API_COMPLETION;
+    in.keep_alive_ms = API_KEEP_ALIVE_UNSET;
+    c->req = engine_req_new(&in, 1024);
+    assert_non_null(c->req);
+    engine_req_set_body(c->req, strdup("{\"model\":\"a\",\"prompt\":\"x\"}"), 29);
+    c->st = pool_submit(x->pool, id, c->req, &c->pin, &c->err);
+}
+
 static void done(struct fx *x, struct call *c) {
     pool_release(x->pool, c->pin);
     engine_req_release(c->req);
@@ -374,6 +385,14 @@ static void test_load_serve_unload(void **state) {
     struct fake *f = fake_of("a");
     wait_held(f, 1);
     wait_status(&x, "a", POOL_LOADED);
+    /* an in-process model keeps no raw body */
+    struct call k;
+    submit_with_body(&x, "a", &k);
+    assert_int_equal(k.st, CORRAL_OK);
+    size_t blen = 1;
+    assert_null(engine_req_body(k.req, &blen));
+    assert_int_equal(blen, 0);
+    wait_held(f, 2);
     bool unloaded = true;
     struct corral_err err;
     assert_int_equal(pool_unload(x.pool, "a", false, &unloaded, &err), CORRAL_OK);
@@ -387,6 +406,7 @@ static void test_load_serve_unload(void **state) {
     finish_all(f);
     assert_int_equal(outcome(&c), CORRAL_OK);
     done(&x, &c);
+    done(&x, &k);
     wait_status(&x, "a", POOL_UNLOADED);
     fx_stop(&x);
 }
