@@ -29,6 +29,7 @@
  * at startup and there is nothing useful to fall back to.
  */
 #include "config_internal.h"
+#include "util/strlist.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -377,31 +378,28 @@ static const char *env_get(char **envp, const char *name)
     return NULL;
 }
 
+struct env_list {
+    struct load *ld;
+    const char *src;
+    int (*fn)(struct load *, const char *, const char *);
+};
+
+static int env_item(void *ctx, const char *item, size_t len)
+{
+    struct env_list *el = ctx;
+    char *copy = config__xstrndup(item, len);
+    int rc = el->fn(el->ld, copy, el->src);
+    free(copy);
+    return rc < 0 ? -1 : 0;
+}
+
 /* A comma-separated list from variable src: fn gets each item with blanks
  * around it removed; empty items are ignored. */
 static int env_list_apply(struct load *ld, const char *list, const char *src,
                           int (*fn)(struct load *, const char *, const char *))
 {
-    const char *p = list;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *a = p, *b = end;
-        while (a < b && isspace((unsigned char)*a))
-            a++;
-        while (b > a && isspace((unsigned char)b[-1]))
-            b--;
-        if (a < b) {
-            char *item = config__xstrndup(a, (size_t)(b - a));
-            int rc = fn(ld, item, src);
-            free(item);
-            if (rc < 0)
-                return -1;
-        }
-        p = *end ? end + 1 : end;
-    }
-    return 0;
+    struct env_list el = {ld, src, fn};
+    return strlist_each(list, env_item, &el);
 }
 
 static int env_apply(struct load *ld, char **envp)

@@ -2,6 +2,7 @@
  * booleans, integers, model ids and lists, and the small string helpers the
  * reader shares. Pure functions (no state). */
 #include "config_internal.h"
+#include "util/strlist.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -224,27 +225,11 @@ int config_parse_size(const char *s, size_t *out)
 
 /* ------------------------------------------------------------ lists */
 
-/* Call fn on each comma-separated item of list, trimmed, skipping empty
- * ones; stops at the first that fails. */
-static int list_each(const char *list, char *why, size_t why_len,
-                     int (*fn)(const char *item, size_t n, char *why, size_t why_len))
-{
-    const char *p = list;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
-        const char *a = p, *b = end;
-        while (a < b && isspace((unsigned char)*a))
-            a++;
-        while (b > a && isspace((unsigned char)b[-1]))
-            b--;
-        if (a < b && fn(a, (size_t)(b - a), why, why_len) < 0)
-            return -1;
-        p = *end ? end + 1 : end;
-    }
-    return 0;
-}
+/* What an item check reports into. */
+struct list_why {
+    char *why;
+    size_t len;
+};
 
 static bool host_char(char c)
 {
@@ -252,8 +237,10 @@ static bool host_char(char c)
 }
 
 /* "*", "null" or scheme://host[:port]: no path, no trailing slash. */
-static int origin_ok(const char *s, size_t n, char *why, size_t why_len)
+static int origin_ok(void *ctx, const char *s, size_t n)
 {
+    char *why = ((struct list_why *)ctx)->why;
+    size_t why_len = ((struct list_why *)ctx)->len;
     char q[80], item[128];
     snprintf(item, sizeof item, "%.*s", (int)(n < 120 ? n : 120), s);
     if ((n == 1 && *s == '*') || (n == 4 && strncasecmp(s, "null", 4) == 0))
@@ -295,8 +282,10 @@ static int origin_ok(const char *s, size_t n, char *why, size_t why_len)
 
 /* "*", a host name, ".domain" (it and its subdomains) or an IP literal; no
  * port, no scheme. */
-static int host_ok(const char *s, size_t n, char *why, size_t why_len)
+static int host_ok(void *ctx, const char *s, size_t n)
 {
+    char *why = ((struct list_why *)ctx)->why;
+    size_t why_len = ((struct list_why *)ctx)->len;
     char q[80], item[128];
     snprintf(item, sizeof item, "%.*s", (int)(n < 120 ? n : 120), s);
     if (n == 1 && *s == '*')
@@ -323,10 +312,12 @@ static int host_ok(const char *s, size_t n, char *why, size_t why_len)
 
 int config__check_origins(const char *list, char *why, size_t why_len)
 {
-    return list_each(list, why, why_len, origin_ok);
+    struct list_why w = {why, why_len};
+    return strlist_each(list, origin_ok, &w);
 }
 
 int config__check_hosts(const char *list, char *why, size_t why_len)
 {
-    return list_each(list, why, why_len, host_ok);
+    struct list_why w = {why, why_len};
+    return strlist_each(list, host_ok, &w);
 }

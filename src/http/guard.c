@@ -1,5 +1,6 @@
 /* guard.c - the Host, Origin and Content-Type rules (see guard.h). */
 #include "http/guard.h"
+#include "util/strlist.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -18,6 +19,25 @@ static void guard__lower(char *s) {
     for (; *s; s++) *s = (char)tolower((unsigned char)*s);
 }
 
+struct guard__list {
+    char **items;
+    size_t n;
+    bool any;
+};
+
+static int guard__item(void *ctx, const char *item, size_t len) {
+    struct guard__list *l = ctx;
+    if (len == 1 && *item == '*') {
+        l->any = true;
+        return 0;
+    }
+    char *it = strndup(item, len);
+    if (!it) return -1;
+    guard__lower(it);
+    l->items[l->n++] = it;
+    return 0;
+}
+
 /* Split a comma-separated list into lower-case items (blanks trimmed,
  * empty items dropped); "*" sets *any instead. 0, or -1 out of memory. */
 static int guard__split(const char *list, char ***out, size_t *n, bool *any) {
@@ -27,32 +47,17 @@ static int guard__split(const char *list, char ***out, size_t *n, bool *any) {
     if (!list) return 0;
     size_t cap = 1;
     for (const char *p = list; *p; p++) cap += *p == ',';
-    char **items = calloc(cap, sizeof *items);
-    if (!items) return -1;
-    const char *p = list;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        if (!end) end = p + strlen(p);
-        const char *a = p, *b = end;
-        while (a < b && isspace((unsigned char)*a)) a++;
-        while (b > a && isspace((unsigned char)b[-1])) b--;
-        if (b - a == 1 && *a == '*') {
-            *any = true;
-        } else if (a < b) {
-            char *it = strndup(a, (size_t)(b - a));
-            if (!it) goto nomem;
-            guard__lower(it);
-            items[(*n)++] = it;
-        }
-        p = *end ? end + 1 : end;
+    struct guard__list l = {calloc(cap, sizeof(char *)), 0, false};
+    if (!l.items) return -1;
+    if (strlist_each(list, guard__item, &l) != 0) {
+        for (size_t i = 0; i < l.n; i++) free(l.items[i]);
+        free(l.items);
+        return -1;
     }
-    *out = items;
+    *out = l.items;
+    *n = l.n;
+    *any = l.any;
     return 0;
-nomem:
-    for (size_t i = 0; i < *n; i++) free(items[i]);
-    free(items);
-    *n = 0;
-    return -1;
 }
 
 static void guard__free_list(char **items, size_t n) {
