@@ -296,27 +296,22 @@ struct call {
     struct corral_err err;
 };
 
-static void submit(struct fx *x, const char *id, struct call *c, int64_t keep_alive_ms) {
+/* Submit a completion (with a raw body when body is set) as a transport would. */
+static void submit_body(struct fx *x, const char *id, struct call *c, int64_t keep_alive_ms, const char *body) {
     struct api_request in;
     memset(&in, 0, sizeof in);
     in.kind = API_COMPLETION;
     in.keep_alive_ms = keep_alive_ms;
     c->req = engine_req_new(&in, 1024);
     assert_non_null(c->req);
+    if (body) engine_req_set_body(c->req, strdup(body), strlen(body));
     corral_err_clear(&c->err);
     c->pin = NULL;
     c->st = pool_submit(x->pool, id, c->req, &c->pin, &c->err);
 }
 
-static void submit_with_body(struct fx *x, const char *id, struct call *c) {
-    struct api_request in;
-    memset(&in, 0, sizeof in);
-    in.kind = API_COMPLETION;
-    in.keep_alive_ms = API_KEEP_ALIVE_UNSET;
-    c->req = engine_req_new(&in, 1024);
-    assert_non_null(c->req);
-    engine_req_set_body(c->req, strdup("{\"model\":\"a\",\"prompt\":\"x\"}"), 29);
-    c->st = pool_submit(x->pool, id, c->req, &c->pin, &c->err);
+static void submit(struct fx *x, const char *id, struct call *c, int64_t keep_alive_ms) {
+    submit_body(x, id, c, keep_alive_ms, NULL);
 }
 
 static void done(struct fx *x, struct call *c) {
@@ -387,7 +382,7 @@ static void test_load_serve_unload(void **state) {
     wait_status(&x, "a", POOL_LOADED);
     /* an in-process model keeps no raw body */
     struct call k;
-    submit_with_body(&x, "a", &k);
+    submit_body(&x, "a", &k, API_KEEP_ALIVE_UNSET, "{\"model\":\"a\",\"prompt\":\"x\"}");
     assert_int_equal(k.st, CORRAL_OK);
     size_t blen = 1;
     assert_null(engine_req_body(k.req, &blen));
