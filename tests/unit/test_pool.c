@@ -47,6 +47,7 @@ struct fake {
     bool hold_join; /* join waits until the test lets go */
     bool in_join;
     int64_t submitted;
+    int serial; /* tells engines apart (a freed one's address may be reused) */
 };
 
 static pthread_mutex_t fakes_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -54,6 +55,7 @@ static pthread_cond_t fakes_cv = PTHREAD_COND_INITIALIZER;
 static struct fake *fakes[32];
 static int n_fakes;
 static int frees;
+static int serials;
 /* open behaviour: block until `open_gate` is set, or until the load's
  * progress callback says stop */
 static bool open_wait;
@@ -157,6 +159,7 @@ static struct engine *fake_open_llama(const struct llama_engine_params *p, struc
     snprintf(f->id, sizeof f->id, "%s", p->id);
     f->hold_join = hold_join_next;
     hold_join_next = false;
+    f->serial = ++serials;
     fakes[n_fakes++] = f;
     pthread_cond_broadcast(&fakes_cv);
     pthread_mutex_unlock(&fakes_mu);
@@ -170,13 +173,14 @@ static struct engine *fake_open_proxy(const struct proxy_engine_params *p, struc
 
 static const struct pool_backends fake_backends = {.open_llama = fake_open_llama, .open_proxy = fake_open_proxy};
 
-/* The live fake engine of model id (waits up to 5 s for it to open). */
-static struct fake *fake_of(const char *id) {
-    int64_t end = time_now_ms() + 5000;
+/* The live fake engine of model id other than serial `not` (waits up to
+ * 10 s for one to open). */
+static struct fake *fake_other(const char *id, int not) {
+    int64_t end = time_now_ms() + 10000;
     pthread_mutex_lock(&fakes_mu);
     for (;;) {
         for (int i = n_fakes - 1; i >= 0; i--) {
-            if (fakes[i] && strcmp(fakes[i]->id, id) == 0) {
+            if (fakes[i] && strcmp(fakes[i]->id, id) == 0 && fakes[i]->serial != not) {
                 struct fake *f = fakes[i];
                 pthread_mutex_unlock(&fakes_mu);
                 return f;
@@ -192,6 +196,8 @@ static struct fake *fake_of(const char *id) {
     return NULL;
 }
 
+static struct fake *fake_of(const char *id) { return fake_other(id, 0); }
+
 static int held(struct fake *f) {
     pthread_mutex_lock(&f->mu);
     int n = f->n_held;
@@ -201,7 +207,7 @@ static int held(struct fake *f) {
 
 /* Wait until f holds n requests. */
 static void wait_held(struct fake *f, int n) {
-    int64_t end = time_now_ms() + 5000;
+    int64_t end = time_now_ms() + 10000;
     pthread_mutex_lock(&f->mu);
     while (f->n_held < n && time_now_ms() < end) {
         struct timespec ts;
@@ -321,9 +327,9 @@ static void done(struct fx *x, struct call *c) {
     c->req = NULL;
 }
 
-/* The request's state; waits up to 5 s for it to be DONE when want_done. */
+/* The request's final status; waits up to 10 s for it to be DONE. */
 static enum corral_status outcome(struct call *c) {
-    int64_t end = time_now_ms() + 5000;
+    int64_t end = time_now_ms() + 10000;
     struct engine_req_view v;
     for (;;) {
         engine_req_take(c->req, NULL, 0, &v);
@@ -331,7 +337,7 @@ static enum corral_status outcome(struct call *c) {
         struct timespec ts = {0, 5 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    if (v.state != ENGINE_REQ_DONE) fail_msg("request not done after 5 s");
+    if (v.state != ENGINE_REQ_DONE) fail_msg("request not done after 10 s");
     return v.status;
 }
 
@@ -344,7 +350,7 @@ static enum pool_model_status status_of(struct fx *x, const char *id) {
 }
 
 static void wait_status(struct fx *x, const char *id, enum pool_model_status want) {
-    int64_t end = time_now_ms() + 5000;
+    int64_t end = time_now_ms() + 10000;
     while (status_of(x, id) != want) {
         if (time_now_ms() > end) fail_msg("model %s is %s, wanted %s", id, pool_status_name(status_of(x, id)),
                                           pool_status_name(want));
@@ -424,16 +430,9 @@ static void test_forced_unload_then_load_serves_again(void **state) {
     struct call next;
     submit(&x, "a", &next, API_KEEP_ALIVE_UNSET);
     assert_int_equal(next.st, CORRAL_OK);
+    int first = f->serial;
     done(&x, &c); /* the cancelled request's transport lets go: unload, then load again */
-    struct fake *f2 = NULL;
-    for (int i = 0; i < 100 && (!f2 || f2 == f); i++) {
-        f2 = fake_of("a");
-        if (f2 == f) {
-            struct timespec ts = {0, 20 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
-    }
-    assert_ptr_not_equal(f2, f);
+    struct fake *f2 = fake_other("a", first);
     wait_held(f2, 1);
     finish_all(f2);
     assert_int_equal(outcome(&next), CORRAL_OK);
@@ -477,7 +476,7 @@ static void test_engine_stops_without_the_pool_lock(void **state) {
     assert_int_equal(pool_unload(x.pool, "a", true, &unloaded, &err), CORRAL_OK); /* returns at once */
     assert_int_equal(outcome(&c), CORRAL_UNAVAILABLE);
     done(&x, &c); /* the loader now frees a's engine, which blocks in join */
-    int64_t end = time_now_ms() + 5000;
+    int64_t end = time_now_ms() + 10000;
     for (;;) {
         pthread_mutex_lock(&f->mu);
         bool in = f->in_join;
@@ -539,6 +538,7 @@ static void test_replaced_file_while_draining_moves_waiting_requests(void **stat
     assert_int_equal(a3.st, CORRAL_OK);
     /* a's first request ends: the old engine goes, b loads, serves, then
      * the new a loads and serves both waiting requests */
+    int old_a = fa->serial;
     finish_all(fa);
     done(&x, &a1);
     struct fake *fb = fake_of("b");
@@ -546,8 +546,7 @@ static void test_replaced_file_while_draining_moves_waiting_requests(void **stat
     finish_all(fb);
     assert_int_equal(outcome(&b1), CORRAL_OK);
     done(&x, &b1);
-    struct fake *fa2 = fake_of("a");
-    assert_ptr_not_equal(fa2, fa);
+    struct fake *fa2 = fake_other("a", old_a);
     wait_held(fa2, 2);
     finish_all(fa2);
     assert_int_equal(outcome(&a2), CORRAL_OK);
