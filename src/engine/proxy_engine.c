@@ -318,7 +318,11 @@ static void *proxy__run(void *arg) {
         if (e->child && child_pidfd(e->child) < 0 && timeout > 100) timeout = 100;
         curl_multi_poll(e->multi, extra, n_extra, timeout, NULL);
     }
-    proxy__fail_all(e, CORRAL_UNAVAILABLE, e->stop_why[0] ? e->stop_why : "the model was unloaded");
+    char why[sizeof e->stop_why];
+    pthread_mutex_lock(&e->mu); /* stop may write it now: the thread can end on its own */
+    snprintf(why, sizeof why, "%s", e->stop_why[0] ? e->stop_why : "the model was unloaded");
+    pthread_mutex_unlock(&e->mu);
+    proxy__fail_all(e, CORRAL_UNAVAILABLE, why);
     return NULL;
 }
 

@@ -85,7 +85,7 @@ def test_streaming_model_is_never_evicted(make_server, three_models, tmp_path):
     subprocess.run([CORRAL_MKMODEL, "--out", big, "--dim", "256", "--layers", "6", "--ffn", "768",
                     "--heads", "8", "--seed", "5"], check=True, timeout=120, capture_output=True)
     models = {"slow": big, "b": three_models["b"], "c": three_models["c"]}
-    args = ["--threads", "1", "--parallel", "1", "--port", "0", "--ctx", "1024"]
+    args = ["--threads", "1", "--parallel", "1", "--port", "0", "--ctx", "4096"]
     probe = make_server(_models_arg(models) + args + ["--preload", "slow", "--preload", "b"])
     est_slow = probe.wait_loaded("slow")["memory_estimated"]
     est_b = probe.wait_loaded("b")["memory_estimated"]
@@ -97,7 +97,7 @@ def test_streaming_model_is_never_evicted(make_server, three_models, tmp_path):
 
     def long_stream():
         result["r"] = stream_request(srv, "/v1/completions",
-                                     completion_body(model="slow", max_tokens=900, stream=True, ignore_eos=True),
+                                     completion_body(model="slow", max_tokens=3500, stream=True, ignore_eos=True),
                                      timeout=120)
 
     t = threading.Thread(target=long_stream)
@@ -116,7 +116,7 @@ def test_streaming_model_is_never_evicted(make_server, three_models, tmp_path):
     t.join(timeout=120)
     r = result["r"]
     assert r.status == 200
-    assert r.finish_reason() == "length"  # all 900 tokens: never cut off by an eviction
+    assert r.finish_reason() == "length"  # all 3500 tokens: never cut off by an eviction
     pool = srv.health()["pool"]
     assert pool["evictions"] >= 3 and pool["memory_used"] <= budget, pool
 
