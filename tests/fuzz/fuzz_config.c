@@ -17,9 +17,12 @@ static int fd = -1;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fd < 0) {
-        snprintf(path, sizeof path, "/tmp/corral-fuzz-config-XXXXXX");
-        fd = mkstemp(path);
+        /* one file for every run, unlinked at once: read through /proc */
+        char tmpl[] = "/tmp/corral-fuzz-config-XXXXXX";
+        fd = mkstemp(tmpl);
         if (fd < 0) abort();
+        unlink(tmpl);
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
     }
     if (ftruncate(fd, 0) != 0 || pwrite(fd, data, size, 0) != (ssize_t)size) abort();
     char *argv[] = {"--config", path, NULL};
