@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,7 +444,7 @@ static void test_forced_unload_then_load_serves_again(void **state) {
 
 struct prober {
     struct fx *x;
-    volatile bool answered;
+    _Atomic bool answered;
 };
 
 static void *probe_info(void *arg) {
