@@ -252,6 +252,7 @@ void admit_poll_hangups(struct admit *a) {
 
 void admit_stop(struct admit *a, const char *msg) {
     pthread_mutex_lock(&a->mu);
+    if (!a->stopping) snprintf(a->stop_msg, sizeof a->stop_msg, "%s", msg);
     a->stopping = true;
     struct engine_req *r;
     while ((r = waitq_pop(&a->queue))) {
@@ -260,6 +261,12 @@ void admit_stop(struct admit *a, const char *msg) {
     }
     admit__kick(a);
     pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void admit_stop_msg(struct admit *a, char *out, size_t out_len) {
+    pthread_mutex_lock(&a->mu);
+    snprintf(out, out_len, "%s", a->stopping ? a->stop_msg : "the model was unloaded");
     pthread_mutex_unlock(&a->mu);
 }
 

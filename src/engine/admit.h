@@ -54,6 +54,7 @@ struct admit {
     pthread_cond_t cv;
     struct waitq queue;
     bool stopping;
+    char stop_msg[160]; /* the first admit_stop's message */
     uint64_t kick;
     struct capacity_waiter waiter;
     bool waiting_permit; /* scheduler thread only */
@@ -88,8 +89,11 @@ void admit_wait(struct admit *a, uint64_t seen, int timeout_ms);
 void admit_poll_hangups(struct admit *a);
 
 /* Refuse new requests and fail the queued ones with CORRAL_UNAVAILABLE and
- * msg; wakes the scheduler. Idempotent. */
+ * msg; wakes the scheduler. Idempotent: the first msg is kept. */
 void admit_stop(struct admit *a, const char *msg);
+/* The first stop's message (for the requests an engine still runs), or
+ * "the model was unloaded" when not stopped; copied into out. */
+void admit_stop_msg(struct admit *a, char *out, size_t out_len);
 int admit_queued(struct admit *a);
 int64_t admit_accepted(struct admit *a);
 

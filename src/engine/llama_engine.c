@@ -88,11 +88,7 @@ static void llama_engine__stats(struct engine *base, struct engine_stats *out) {
 
 static void llama_engine__stop(struct engine *base, const char *why) {
     struct llama_engine *e = (struct llama_engine *)base;
-    bool was = false;
-    if (atomic_compare_exchange_strong(&e->stopped, &was, true)) {
-        snprintf(e->stop_why, sizeof e->stop_why, "%s", why ? why : "the model was unloaded");
-        admit_stop(&e->admit, e->stop_why);
-    }
+    admit_stop(&e->admit, why ? why : "the model was unloaded");
 }
 
 static void llama_engine__join(struct engine *base) {

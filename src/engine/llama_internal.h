@@ -112,8 +112,6 @@ struct llama_engine {
     bool thread_started;
     bool joined;            /* guarded by join_mu */
     pthread_mutex_t join_mu;
-    _Atomic bool stopped;   /* stop was called; stop_why is set */
-    char stop_why[160];     /* written once, before admit_stop; read after admit_take saw it */
     struct admit admit; /* the bounded queue and the gate's permits */
     int queue_size;
     _Atomic int busy;   /* slots not idle, and an embedding job */

@@ -489,16 +489,18 @@ void *llama_engine__run(void *arg) {
     }
 
     /* stopping (the queue was failed by admit_stop): fail the running */
+    char why[sizeof e->admit.stop_msg];
+    admit_stop_msg(&e->admit, why, sizeof why);
     if (e->embed.req) {
         struct corral_err err;
-        corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "%s", e->stop_why);
+        corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "%s", why);
         llama_embed_abort(e, &err);
     }
     for (int i = 0; i < e->n_slots; i++) {
         struct slot *s = &e->slots[i];
         if (s->state == SLOT_IDLE) continue;
         struct corral_err err;
-        corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "%s", e->stop_why);
+        corral_err_set(&err, CORRAL_UNAVAILABLE, NULL, "%s", why);
         llama_engine__slot_end(e, s, ENGINE_FINISH_NONE, &err);
     }
     return NULL;

@@ -318,10 +318,8 @@ static void *proxy__run(void *arg) {
         if (e->child && child_pidfd(e->child) < 0 && timeout > 100) timeout = 100;
         curl_multi_poll(e->multi, extra, n_extra, timeout, NULL);
     }
-    char why[sizeof e->stop_why];
-    pthread_mutex_lock(&e->mu); /* stop may write it now: the thread can end on its own */
-    snprintf(why, sizeof why, "%s", e->stop_why[0] ? e->stop_why : "the model was unloaded");
-    pthread_mutex_unlock(&e->mu);
+    char why[sizeof e->admit.stop_msg];
+    admit_stop_msg(&e->admit, why, sizeof why);
     proxy__fail_all(e, CORRAL_UNAVAILABLE, why);
     return NULL;
 }
@@ -377,15 +375,8 @@ static bool proxy__alive(struct engine *base) {
 
 static void proxy__stop(struct engine *base, const char *why) {
     struct proxy_engine *e = (struct proxy_engine *)base;
-    pthread_mutex_lock(&e->mu);
-    bool first = !atomic_load(&e->stopping);
-    if (first) {
-        snprintf(e->stop_why, sizeof e->stop_why, "%s", why ? why : "the model was unloaded");
-        atomic_store(&e->stopping, true);
-    }
-    pthread_mutex_unlock(&e->mu);
-    if (!first) return;
-    admit_stop(&e->admit, e->stop_why);
+    atomic_store(&e->stopping, true); /* first: a child exiting now is not a crash */
+    admit_stop(&e->admit, why ? why : "the model was unloaded");
     if (e->multi) curl_multi_wakeup(e->multi);
 }
 

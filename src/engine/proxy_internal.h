@@ -103,7 +103,6 @@ struct proxy_engine {
     bool joined; /* guarded by join_mu: stop may come from two threads */
     pthread_mutex_t join_mu;
     _Atomic bool stopping;
-    char stop_why[160]; /* written once, before stopping is set */
 
     pthread_mutex_t mu; /* state, fail_msg, replica counters */
     pthread_cond_t cv;  /* open() waits for the start-up here */

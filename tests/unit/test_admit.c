@@ -121,7 +121,13 @@ static void test_queue_bound_refuses_at_once(void **state) {
     assert_int_equal(admit_submit(&a, r[1], 1, &err), CORRAL_OVERLOADED);
     assert_non_null(strstr(err.message, "queue limit 1"));
     assert_int_equal(state_of(r[1], NULL), ENGINE_REQ_QUEUED); /* untouched */
+    char msg[64];
+    admit_stop_msg(&a, msg, sizeof msg);
+    assert_string_equal(msg, "the model was unloaded"); /* not stopped yet */
     admit_stop(&a, "bye");
+    admit_stop(&a, "later"); /* the first message is kept */
+    admit_stop_msg(&a, msg, sizeof msg);
+    assert_string_equal(msg, "bye");
     assert_int_equal(admit_submit(&a, r[2], 0, &err), CORRAL_UNAVAILABLE);
     admit_free(&a);
     for (int i = 0; i < 3; i++) engine_req_release(r[i]);
