@@ -102,12 +102,20 @@ static void raise_fd_limit(void) {
     }
 }
 
-/* Wait up to ms for a signal of set; the signal, or 0. */
-static int wait_signal(const sigset_t *set, int64_t ms) {
-    if (ms <= 0) return 0;
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    int sig = sigtimedwait(set, NULL, &ts);
-    return sig > 0 ? sig : 0;
+/* Wait until the transport has no request left or the monotonic deadline
+ * passes; a signal meanwhile exits at once. Returns the requests left. */
+static int wait_idle(struct http_server *srv, const sigset_t *set, int64_t deadline_ms) {
+    int active;
+    while ((active = http_server_active(srv)) > 0 && time_now_ms() < deadline_ms) {
+        struct timespec ts = {0, 20 * 1000000L};
+        int sig = sigtimedwait(set, NULL, &ts);
+        if (sig > 0) {
+            log_warn("signal %d again: exiting now, %d request(s) cut off", sig, active);
+            fflush(stderr);
+            _exit(128 + sig);
+        }
+    }
+    return active;
 }
 
 /* Graceful shutdown after the first signal: stop accepting, let requests
@@ -117,26 +125,15 @@ static int wait_signal(const sigset_t *set, int64_t ms) {
 static int drain(struct http_server *srv, struct pool *pool, const sigset_t *set, int64_t timeout_ms) {
     http_server_drain(srv);
     pool_close(pool);
-    int64_t t0 = time_now_ms(), deadline = t0 + timeout_ms;
+    int64_t t0 = time_now_ms();
     int active = http_server_active(srv);
     if (active > 0)
         log_info("draining: %d request(s) in flight, up to %lld ms (a second signal stops at once)", active,
                  (long long)timeout_ms);
-    while ((active = http_server_active(srv)) > 0 && time_now_ms() < deadline) {
-        int sig = wait_signal(set, 50);
-        if (sig) {
-            log_warn("signal %d again: exiting now, %d request(s) cut off", sig, active);
-            fflush(stderr);
-            _exit(128 + sig);
-        }
-    }
+    active = wait_idle(srv, set, t0 + timeout_ms);
     if (active > 0) log_warn("shutdown_timeout reached: cancelling %d request(s) still running", active);
     pool_stop(pool);
-    /* the cancelled requests' transports send their error events */
-    for (int64_t end = time_now_ms() + 2000; http_server_active(srv) > 0 && time_now_ms() < end;) {
-        int sig = wait_signal(set, 20);
-        if (sig) _exit(128 + sig);
-    }
+    wait_idle(srv, set, time_now_ms() + 2000); /* the cancelled ones' error events go out */
     log_info("drained in %lld ms", (long long)(time_now_ms() - t0));
     return 0;
 }

@@ -74,6 +74,12 @@ static bool conns__key(const struct sockaddr *sa, socklen_t len, unsigned char k
     return true;
 }
 
+bool conns_addr_loopback(const struct sockaddr *sa, socklen_t len) {
+    unsigned char key[16];
+    bool loop = false;
+    return conns__key(sa, len, key, &loop) && loop;
+}
+
 static size_t conns__hash(const unsigned char key[16]) {
     uint32_t h = 2166136261u;
     for (int i = 0; i < 16; i++) h = (h ^ key[i]) * 16777619u;

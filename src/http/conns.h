@@ -73,6 +73,9 @@ void conns_body(struct conns *cs, struct conn_rec *c);    /* body bytes expected
 void conns_busy(struct conns *cs, struct conn_rec *c);    /* the request is complete */
 void conns_idle(struct conns *cs, struct conn_rec *c);    /* its response has been sent */
 
+/* true for a loopback client address (127.0.0.0/8, ::1, ::ffff:127.x). */
+bool conns_addr_loopback(const struct sockaddr *sa, socklen_t len);
+
 /* Reserve n bytes of request memory: false (nothing reserved) when that
  * would pass mem_limit. */
 bool conns_mem_take(struct conns *cs, size_t n);

@@ -102,21 +102,18 @@ static bool http__authorized(struct http_server *s, struct MHD_Connection *c) {
     return h && http__consttime_eq(h, s->api_key);
 }
 
-static bool http__is_loopback(struct MHD_Connection *c) {
+/* The client's address and its length, or NULL. */
+static const struct sockaddr *http__client_addr(struct MHD_Connection *c, socklen_t *len) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr) return false;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
-        return memcmp(in6->sin6_addr.s6_addr, v4mapped, 12) == 0 && in6->sin6_addr.s6_addr[12] == 127;
-    }
-    return false;
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    *len = !sa ? 0 : sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    return sa;
+}
+
+static bool http__is_loopback(struct MHD_Connection *c) {
+    socklen_t len;
+    const struct sockaddr *sa = http__client_addr(c, &len);
+    return conns_addr_loopback(sa, len);
 }
 
 /* Admin access: the admin key when one is set, else loopback clients only.
@@ -164,6 +161,17 @@ static bool http__has_body(struct MHD_Connection *c) {
 }
 
 /* ------------------------------------------------------------ the rules */
+
+/* While draining, every route but /health is refused. */
+static bool http__draining(struct http_server *s, const struct route *rt) {
+    return atomic_load(&s->draining) && rt->id != R_HEALTH;
+}
+
+static enum MHD_Result http__shutting_down(struct http_out *o) {
+    o->close = true;
+    return http__fail(o, CORRAL_UNAVAILABLE, NULL, "shutting_down", NULL, "%s",
+                      "the server is shutting down; retry on another instance or once it is back");
+}
 
 /* OPTIONS: a CORS preflight for a listed origin, else the methods. */
 static enum MHD_Result http__options(struct http_server *s, struct http_out *o, const struct route *rt,
@@ -222,9 +230,7 @@ static enum MHD_Result http__admit(struct http_server *s, struct http_out *o, co
         snprintf(msg, sizeof msg, "%s is not allowed here; use %s", method, rt->method);
         return http__fail(o, CORRAL_METHOD_NOT_ALLOWED, NULL, NULL, rt->method, "%s", msg);
     }
-    if (atomic_load(&s->draining) && rt->id != R_HEALTH)
-        return http__fail(o, CORRAL_UNAVAILABLE, NULL, "shutting_down", NULL, "%s",
-                          "the server is shutting down; retry on another instance or once it is back");
+    if (http__draining(s, rt)) return http__shutting_down(o);
     if (conns_over_limit(s->conns, http__rec(c))) {
         o->close = true;
         return http__fail(o, CORRAL_OVERLOADED, NULL, "too_many_connections", NULL, "%s",
@@ -300,11 +306,7 @@ static enum MHD_Result http__dispatch(struct http_server *s, struct conn *k, con
     if (k->no_memory)
         return http__fail(o, CORRAL_OVERLOADED, NULL, "server_overloaded", NULL, "%s",
                           "the server holds as many request bytes as request_memory allows; retry later");
-    if (atomic_load(&s->draining) && k->route->id != R_HEALTH) {
-        k->out.close = true;
-        return http__fail(o, CORRAL_UNAVAILABLE, NULL, "shutting_down", NULL, "%s",
-                          "the server is shutting down; retry on another instance or once it is back");
-    }
+    if (http__draining(s, k->route)) return http__shutting_down(&k->out); /* its body came in during the drain */
     switch (k->route->id) {
     case R_HEALTH: return http__health(s, o);
     case R_CAPACITY: return http__capacity(s, o);
@@ -398,9 +400,8 @@ static void http__notify_conn(void *cls, struct MHD_Connection *c, void **socket
     struct http_server *s = cls;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-        const union MHD_ConnectionInfo *ad = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        const struct sockaddr *sa = ad ? ad->client_addr : NULL;
-        socklen_t len = !sa ? 0 : sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        socklen_t len;
+        const struct sockaddr *sa = http__client_addr(c, &len);
         *socket_context = fd ? conns_open(s->conns, fd->connect_fd, sa, len) : NULL;
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
         conns_close(s->conns, *socket_context);

@@ -34,6 +34,11 @@ static void test_per_address_counts(void **state) {
     struct conns *cs = conns_new(&p);
     assert_non_null(cs);
     struct sockaddr_in far = v4("10.0.0.7"), other = v4("10.0.0.8"), loop = v4("127.0.0.1");
+    struct sockaddr_in loop2 = v4("127.3.2.1");
+    assert_true(conns_addr_loopback(SA(loop)));
+    assert_true(conns_addr_loopback(SA(loop2)));
+    assert_false(conns_addr_loopback(SA(far)));
+    assert_false(conns_addr_loopback(NULL, 0));
     struct conn_rec *a = conns_open(cs, -1, SA(far));
     struct conn_rec *b = conns_open(cs, -1, SA(far));
     assert_true(conns_may_accept(cs, SA(other)));
