@@ -267,7 +267,7 @@ void conns_close(struct conns *cs, struct conn_rec *c) {
 bool conns_over_limit(struct conns *cs, const struct conn_rec *c) {
     if (!c || cs->p.per_ip <= 0) return false;
     pthread_mutex_lock(&cs->mu);
-    bool over = c->ip && c->ip->n > cs->p.per_ip;
+    bool over = c->ip && !c->ip->loopback && c->ip->n > cs->p.per_ip;
     pthread_mutex_unlock(&cs->mu);
     return over;
 }

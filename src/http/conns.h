@@ -52,16 +52,17 @@ struct conns *conns_new(const struct conns_params *p);
 void conns_free(struct conns *cs);
 
 /* May a new connection from addr be accepted? false for a non-loopback
- * address that already holds per_ip connections (loopback clients are
- * processes of this machine: they are answered 503 instead, see
- * conns_over_limit). */
+ * address that already holds per_ip connections. Loopback clients are not
+ * capped per address: every process of this machine shares one, and the
+ * total connection limit bounds them. */
 bool conns_may_accept(struct conns *cs, const struct sockaddr *addr, socklen_t len);
 /* A connection started (phase HEADERS). NULL if out of memory (then it is
  * not tracked). */
 struct conn_rec *conns_open(struct conns *cs, int fd, const struct sockaddr *addr, socklen_t len);
 /* It closed (NULL is ignored). */
 void conns_close(struct conns *cs, struct conn_rec *c);
-/* true when its address holds more than per_ip connections. */
+/* true when its (non-loopback) address holds more than per_ip connections:
+ * one that slipped past conns_may_accept while another thread accepted. */
 bool conns_over_limit(struct conns *cs, const struct conn_rec *c);
 /* Connections open now, and how many timed out so far. */
 int conns_count(struct conns *cs);

@@ -46,11 +46,16 @@ static void test_per_address_counts(void **state) {
     assert_false(conns_over_limit(cs, a));
     struct conn_rec *l[3];
     for (int i = 0; i < 3; i++) l[i] = conns_open(cs, -1, SA(loop));
-    assert_true(conns_may_accept(cs, SA(loop))); /* loopback is answered 503 instead */
-    assert_true(conns_over_limit(cs, l[0]));
-    assert_int_equal(conns_count(cs), 5);
-    conns_close(cs, l[2]);
+    assert_true(conns_may_accept(cs, SA(loop))); /* loopback is not capped per address */
     assert_false(conns_over_limit(cs, l[0]));
+    assert_int_equal(conns_count(cs), 5);
+    /* a remote one that slipped past the accept check is over */
+    struct conn_rec *c3 = conns_open(cs, -1, SA(far));
+    assert_true(conns_over_limit(cs, c3));
+    assert_true(conns_over_limit(cs, b)); /* the address is over, whichever record asks */
+    conns_close(cs, c3);
+    assert_false(conns_over_limit(cs, a));
+    conns_close(cs, l[2]);
     conns_close(cs, b);
     assert_true(conns_may_accept(cs, SA(far)));
     conns_close(cs, a);
