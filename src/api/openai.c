@@ -217,7 +217,7 @@ fail:
     return st;
 }
 
-static enum corral_status parse_message(const json_t *m, size_t idx, struct api_message *msg,
+static enum corral_status parse_message(const json_t *m, size_t idx, struct engine_message *msg,
                                        struct corral_err *err)
 {
     char path[PARAM_MAX];
@@ -287,14 +287,14 @@ static enum corral_status parse_messages(const json_t *root, struct api_request 
     if (n == 0)
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "messages",
                               "'messages' must contain at least one message");
-    out->messages = calloc(n, sizeof *out->messages);
-    if (!out->messages)
+    out->in.messages = calloc(n, sizeof *out->in.messages);
+    if (!out->in.messages)
         return no_memory(err);
     for (size_t i = 0; i < n; i++) {
-        enum corral_status st = parse_message(json_array_get(arr, i), i, &out->messages[i], err);
+        enum corral_status st = parse_message(json_array_get(arr, i), i, &out->in.messages[i], err);
         if (st != CORRAL_OK)
             return st; /* the caller frees what was filled */
-        out->n_messages = i + 1;
+        out->in.n_messages = i + 1;
     }
     return CORRAL_OK;
 }
@@ -328,8 +328,8 @@ static enum corral_status parse_tokens(const json_t *arr, const char *param,
         }
         toks[i] = (int32_t)v;
     }
-    out->prompt_tokens = toks;
-    out->n_prompt_tokens = n;
+    out->in.prompt_tokens = toks;
+    out->in.n_prompt_tokens = n;
     return CORRAL_OK;
 }
 
@@ -340,8 +340,8 @@ static enum corral_status parse_prompt(const json_t *root, struct api_request *o
     if (!p)
         return missing(err, "prompt");
     if (json_is_string(p)) {
-        out->prompt = dup_str(json_string_value(p), json_string_length(p), err);
-        return out->prompt ? CORRAL_OK : CORRAL_NOMEM;
+        out->in.prompt = dup_str(json_string_value(p), json_string_length(p), err);
+        return out->in.prompt ? CORRAL_OK : CORRAL_NOMEM;
     }
     if (!json_is_array(p))
         return bad_type(err, "prompt",
@@ -357,8 +357,8 @@ static enum corral_status parse_prompt(const json_t *root, struct api_request *o
                                   "multiple prompts in one request are not supported; send one "
                                   "request per prompt");
         if (json_is_string(first)) {
-            out->prompt = dup_str(json_string_value(first), json_string_length(first), err);
-            return out->prompt ? CORRAL_OK : CORRAL_NOMEM;
+            out->in.prompt = dup_str(json_string_value(first), json_string_length(first), err);
+            return out->in.prompt ? CORRAL_OK : CORRAL_NOMEM;
         }
         return parse_tokens(first, "prompt[0]", out, err);
     }
@@ -405,13 +405,13 @@ static enum corral_status parse_input(const json_t *root, struct api_request *ou
         if (json_string_length(in) == 0)
             return corral_err_set(err, CORRAL_INVALID_REQUEST, "input",
                                   "'input' must not be empty");
-        out->inputs = calloc(1, sizeof *out->inputs);
-        if (!out->inputs)
+        out->in.inputs = calloc(1, sizeof *out->in.inputs);
+        if (!out->in.inputs)
             return no_memory(err);
-        out->inputs[0] = dup_str(json_string_value(in), json_string_length(in), err);
-        if (!out->inputs[0])
+        out->in.inputs[0] = dup_str(json_string_value(in), json_string_length(in), err);
+        if (!out->in.inputs[0])
             return CORRAL_NOMEM;
-        out->n_inputs = 1;
+        out->in.n_inputs = 1;
         return CORRAL_OK;
     }
     if (!json_is_array(in))
@@ -423,8 +423,8 @@ static enum corral_status parse_input(const json_t *root, struct api_request *ou
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "input",
                               "'input' may contain at most %d items, got %zu", API_MAX_EMBED_INPUTS,
                               n);
-    out->inputs = calloc(n, sizeof *out->inputs);
-    if (!out->inputs)
+    out->in.inputs = calloc(n, sizeof *out->in.inputs);
+    if (!out->in.inputs)
         return no_memory(err);
     char path[PARAM_MAX];
     for (size_t i = 0; i < n; i++) {
@@ -438,10 +438,10 @@ static enum corral_status parse_input(const json_t *root, struct api_request *ou
         if (json_string_length(s) == 0)
             return corral_err_set(err, CORRAL_INVALID_REQUEST, path, "'%s' must not be empty",
                                   path);
-        out->inputs[i] = dup_str(json_string_value(s), json_string_length(s), err);
-        if (!out->inputs[i])
+        out->in.inputs[i] = dup_str(json_string_value(s), json_string_length(s), err);
+        if (!out->in.inputs[i])
             return CORRAL_NOMEM;
-        out->n_inputs = i + 1;
+        out->in.n_inputs = i + 1;
     }
     return CORRAL_OK;
 }
@@ -468,7 +468,7 @@ static enum corral_status parse_embedding_opts(const json_t *root, struct api_re
 
 /* ================================================================ sampling */
 
-static enum corral_status parse_stop(const json_t *root, struct api_sampling *s,
+static enum corral_status parse_stop(const json_t *root, struct engine_sampling *s,
                                      struct corral_err *err)
 {
     json_t *v = opt_get(root, "stop");
@@ -506,7 +506,7 @@ static enum corral_status parse_stop(const json_t *root, struct api_sampling *s,
 }
 
 /* Fields OpenAI has and corral does not: tools, logprobs, n > 1, ... */
-static enum corral_status parse_unsupported(const json_t *root, enum api_kind kind,
+static enum corral_status parse_unsupported(const json_t *root, enum engine_kind kind,
                                             struct corral_err *err)
 {
     json_int_t n = 1;
@@ -520,12 +520,12 @@ static enum corral_status parse_unsupported(const json_t *root, enum api_kind ki
     json_t *v = opt_get(root, "logprobs");
     if (v) {
         /* chat: a boolean; legacy completions: an integer count. */
-        if (json_is_true(v) || (kind == API_COMPLETION && json_is_integer(v)))
+        if (json_is_true(v) || (kind == ENGINE_COMPLETION && json_is_integer(v)))
             return corral_err_set(err, CORRAL_UNSUPPORTED, "logprobs",
                                   "'logprobs' is not supported");
         if (!json_is_false(v))
             return bad_type(err, "logprobs",
-                            kind == API_COMPLETION ? "an integer" : "a boolean");
+                            kind == ENGINE_COMPLETION ? "an integer" : "a boolean");
     }
     if (opt_get(root, "top_logprobs"))
         return corral_err_set(err, CORRAL_UNSUPPORTED, "top_logprobs",
@@ -548,7 +548,7 @@ static enum corral_status parse_unsupported(const json_t *root, enum api_kind ki
     return CORRAL_OK;
 }
 
-static enum corral_status parse_response_format(const json_t *root, struct api_sampling *s,
+static enum corral_status parse_response_format(const json_t *root, struct engine_sampling *s,
                                                 struct corral_err *err)
 {
     json_t *rf = opt_get(root, "response_format");
@@ -623,14 +623,14 @@ static enum corral_status parse_keep_alive(const json_t *root, struct api_reques
     } else {
         return bad_type(err, "keep_alive", "a number of seconds or a duration string");
     }
-    out->keep_alive_ms = ms;
+    out->in.keep_alive_ms = ms;
     return CORRAL_OK;
 }
 
-static enum corral_status parse_sampling(const json_t *root, enum api_kind kind,
+static enum corral_status parse_sampling(const json_t *root, enum engine_kind kind,
                                          struct api_request *out, struct corral_err *err)
 {
-    struct api_sampling *s = &out->sampling;
+    struct engine_sampling *s = &out->in.sampling;
     enum corral_status st;
     json_int_t iv = 0;
     bool given;
@@ -682,17 +682,17 @@ static enum corral_status parse_sampling(const json_t *root, enum api_kind kind,
 
 /* ================================================================ parse */
 
-static void request_defaults(struct api_request *out, enum api_kind kind)
+static void request_defaults(struct api_request *out, enum engine_kind kind)
 {
     memset(out, 0, sizeof *out);
-    out->kind = kind;
-    out->sampling.max_tokens = -1;
-    out->sampling.temperature = 1.0f;
-    out->sampling.top_p = 1.0f;
-    out->keep_alive_ms = API_KEEP_ALIVE_UNSET;
+    out->in.kind = kind;
+    out->in.sampling.max_tokens = -1;
+    out->in.sampling.temperature = 1.0f;
+    out->in.sampling.top_p = 1.0f;
+    out->in.keep_alive_ms = ENGINE_KEEP_ALIVE_UNSET;
 }
 
-enum corral_status api_request_parse(enum api_kind kind, const char *body, size_t len,
+enum corral_status api_request_parse(enum engine_kind kind, const char *body, size_t len,
                                      struct api_request *out, struct corral_err *err)
 {
     enum corral_status st;
@@ -715,18 +715,18 @@ enum corral_status api_request_parse(enum api_kind kind, const char *body, size_
         goto fail;
 
     switch (kind) {
-    case API_CHAT:
+    case ENGINE_CHAT:
         if ((st = parse_messages(root, out, err)) != CORRAL_OK ||
             (st = parse_sampling(root, kind, out, err)) != CORRAL_OK)
             goto fail;
         break;
-    case API_COMPLETION:
+    case ENGINE_COMPLETION:
         if ((st = parse_prompt(root, out, err)) != CORRAL_OK ||
             (st = parse_completion_only(root, err)) != CORRAL_OK ||
             (st = parse_sampling(root, kind, out, err)) != CORRAL_OK)
             goto fail;
         break;
-    case API_EMBEDDING:
+    case ENGINE_EMBEDDING:
         if ((st = parse_input(root, out, err)) != CORRAL_OK ||
             (st = parse_embedding_opts(root, out, err)) != CORRAL_OK ||
             (st = parse_keep_alive(root, out, err)) != CORRAL_OK)
@@ -750,20 +750,7 @@ void api_request_free(struct api_request *req)
     if (!req)
         return;
     free(req->model);
-    for (size_t i = 0; i < req->n_messages; i++) {
-        free(req->messages[i].role);
-        free(req->messages[i].content);
-    }
-    /* A message that failed half-way is not counted in n_messages. */
-    free(req->messages);
-    free(req->prompt);
-    free(req->prompt_tokens);
-    if (req->inputs)
-        for (size_t i = 0; i < req->n_inputs; i++)
-            free(req->inputs[i]);
-    free(req->inputs);
-    for (int i = 0; i < req->sampling.n_stop && i < API_MAX_STOP; i++)
-        free(req->sampling.stop[i]);
+    engine_input_free(&req->in);
     free(req->user);
     memset(req, 0, sizeof *req);
 }

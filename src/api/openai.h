@@ -13,65 +13,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/input.h"
 #include "util/error.h"
 
-#define API_MAX_STOP 4
+#define API_MAX_STOP ENGINE_MAX_STOP
 #define API_MAX_EMBED_INPUTS 2048
 
-enum api_kind { API_CHAT = 0, API_COMPLETION, API_EMBEDDING };
-
-struct api_message {
-    char *role;    /* "system", "user", "assistant" (also "developer", "tool" accepted) */
-    char *content; /* text parts joined with "\n"; never NULL (may be "") */
-};
-
-/* Sampling and stopping. Fields hold the OpenAI defaults when the request
- * leaves them out. */
-struct api_sampling {
-    int32_t max_tokens;      /* -1 = not given (generate until EOS or context full) */
-    float temperature;       /* default 1.0; 0 = greedy */
-    float top_p;             /* default 1.0 */
-    int32_t top_k;           /* default 0 = off */
-    float min_p;             /* default 0 = off */
-    float presence_penalty;  /* default 0, range [-2, 2] */
-    float frequency_penalty; /* default 0, range [-2, 2] */
-    bool has_seed;
-    uint64_t seed;
-    char *stop[API_MAX_STOP]; /* non-empty strings */
-    int n_stop;
-    bool json_object; /* response_format {"type":"json_object"} */
-    bool ignore_eos;  /* extension: keep generating past end-of-generation tokens */
-};
-
+/* A parsed request: what the engine is asked to do (in), and what only the
+ * API layer needs (the model's name, how to frame the answer). */
 struct api_request {
-    enum api_kind kind;
     char *model; /* required for every kind */
-
-    /* API_CHAT */
-    struct api_message *messages;
-    size_t n_messages;
-
-    /* API_COMPLETION: exactly one of prompt / prompt_tokens is set */
-    char *prompt;
-    int32_t *prompt_tokens;
-    size_t n_prompt_tokens;
-
-    /* API_EMBEDDING: input as strings (token arrays are not accepted) */
-    char **inputs;
-    size_t n_inputs;
-    bool encoding_base64; /* encoding_format "base64" */
-
-    struct api_sampling sampling;
+    struct engine_input in;
+    bool encoding_base64; /* embeddings: encoding_format "base64" */
     bool stream;
     bool include_usage; /* stream_options.include_usage */
     char *user;         /* optional, unused except for logs */
-    /* keep_alive: how long the model stays loaded after this request, ms
-     * (seconds as a number, or "10m"/"30s"/"1h"; 0 = unload when done,
-     * -1 = never); API_KEEP_ALIVE_UNSET when not given. */
-    int64_t keep_alive_ms;
 };
-
-#define API_KEEP_ALIVE_UNSET INT64_MIN
 
 /* Parse a request body of `kind`. On success returns CORRAL_OK and fills *out
  * (free with api_request_free). On failure returns the status, fills *err
@@ -81,7 +38,7 @@ struct api_request {
  * tool_choice, function_call(s), audio/image content parts, response_format
  * other than text/json_object, echo, suffix: CORRAL_UNSUPPORTED with a message
  * that says what is not supported. */
-enum corral_status api_request_parse(enum api_kind kind, const char *body, size_t len,
+enum corral_status api_request_parse(enum engine_kind kind, const char *body, size_t len,
                                      struct api_request *out, struct corral_err *err);
 
 /* Free everything api_request_parse allocated; safe on a zeroed struct. */
@@ -89,19 +46,13 @@ void api_request_free(struct api_request *req);
 
 /* ------------------------------------------------------------------ output */
 
-struct api_usage {
-    int64_t prompt_tokens;
-    int64_t completion_tokens;
-    int64_t cached_tokens; /* prompt tokens served from the KV cache */
-};
-
 /* finish_reason strings: "stop", "length"; NULL while a stream goes on. */
 
 /* A whole (non-streaming) chat.completion or text_completion object.
  * Returns a malloc'd JSON string (caller frees) or NULL if out of memory. */
-char *api_completion_json(enum api_kind kind, const char *id, int64_t created,
+char *api_completion_json(enum engine_kind kind, const char *id, int64_t created,
                           const char *model, const char *text, size_t text_len,
-                          const char *finish_reason, const struct api_usage *usage);
+                          const char *finish_reason, const struct engine_usage *usage);
 
 /* One streaming chunk object (chat.completion.chunk or text_completion).
  * role_delta: emit {"role":"assistant"} in the delta (first chat chunk).
@@ -109,10 +60,10 @@ char *api_completion_json(enum api_kind kind, const char *id, int64_t created,
  * usage NULL: no "usage" key; include_usage_null: add "usage": null (OpenAI
  * sends that on every chunk when include_usage is on). For the final usage
  * chunk pass usage and choices_empty = true. Returns malloc'd JSON or NULL. */
-char *api_chunk_json(enum api_kind kind, const char *id, int64_t created, const char *model,
+char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, const char *model,
                      bool role_delta, const char *text, size_t text_len,
                      const char *finish_reason, bool include_usage_null,
-                     const struct api_usage *usage, bool choices_empty);
+                     const struct engine_usage *usage, bool choices_empty);
 
 /* An embeddings list object. vectors[i] has dim floats. Returns malloc'd JSON. */
 char *api_embeddings_json(const char *model, const float *const *vectors, size_t n, size_t dim,

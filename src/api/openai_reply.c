@@ -124,9 +124,9 @@ static json_t *finish_json(const char *finish_reason)
     return finish_reason ? json_cstr(finish_reason) : json_null();
 }
 
-static json_t *usage_json(const struct api_usage *u)
+static json_t *usage_json(const struct engine_usage *u)
 {
-    struct api_usage zero = {0, 0, 0};
+    struct engine_usage zero = {0, 0, 0};
     if (!u)
         u = &zero;
     json_t *o = json_object();
@@ -170,11 +170,11 @@ static char *dump_json(json_t *root)
     return s;
 }
 
-char *api_completion_json(enum api_kind kind, const char *id, int64_t created,
+char *api_completion_json(enum engine_kind kind, const char *id, int64_t created,
                           const char *model, const char *text, size_t text_len,
-                          const char *finish_reason, const struct api_usage *usage)
+                          const char *finish_reason, const struct engine_usage *usage)
 {
-    bool chat = kind == API_CHAT;
+    bool chat = kind == ENGINE_CHAT;
     json_t *root = head_json(id, chat ? "chat.completion" : "text_completion", created, model);
     json_t *choices = json_array();
     json_t *choice = json_object();
@@ -214,12 +214,12 @@ fail:
     return NULL;
 }
 
-char *api_chunk_json(enum api_kind kind, const char *id, int64_t created, const char *model,
+char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, const char *model,
                      bool role_delta, const char *text, size_t text_len,
                      const char *finish_reason, bool include_usage_null,
-                     const struct api_usage *usage, bool choices_empty)
+                     const struct engine_usage *usage, bool choices_empty)
 {
-    bool chat = kind == API_CHAT;
+    bool chat = kind == ENGINE_CHAT;
     json_t *root =
         head_json(id, chat ? "chat.completion.chunk" : "text_completion", created, model);
     json_t *choices = json_array();

@@ -157,7 +157,7 @@ static int admit__startable(struct admit *a, int idle) {
     bool embed = false;
     for (size_t i = 0; i < waitq_len(&a->queue); i++) {
         struct engine_req *r = waitq_at(&a->queue, i);
-        if (a->p.embed_free && engine_req_input(r)->kind == API_EMBEDDING) {
+        if (a->p.embed_free && engine_req_input(r)->kind == ENGINE_EMBEDDING) {
             if (embed || a->embed_busy) break;
             embed = true;
         } else {

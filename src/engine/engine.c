@@ -30,7 +30,7 @@ struct engine_req {
     int64_t max_wait_ms;
     struct capacity *permit; /* gate of the permit this request holds, or NULL */
 
-    struct api_request in;
+    struct engine_input in;
     char *body;
     size_t body_len;
 
@@ -38,7 +38,7 @@ struct engine_req {
     enum engine_req_state state;
     enum engine_finish finish;
     struct corral_err err;
-    struct api_usage usage;
+    struct engine_usage usage;
     struct buf out;
     bool parked;
     enum engine_park park_mode;
@@ -56,7 +56,7 @@ struct engine_req {
     size_t dim;
 };
 
-struct engine_req *engine_req_new(struct api_request *in, size_t out_cap) {
+struct engine_req *engine_req_new(struct engine_input *in, size_t out_cap) {
     struct engine_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     pthread_mutex_init(&r->mu, NULL);
@@ -77,7 +77,7 @@ void engine_req_retain(struct engine_req *r) { atomic_fetch_add(&r->refs, 1); }
 void engine_req_release(struct engine_req *r) {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
     if (r->permit) capacity_release(r->permit);
-    api_request_free(&r->in);
+    engine_input_free(&r->in);
     free(r->body);
     buf_free(&r->out);
     free(r->tokens);
@@ -90,7 +90,23 @@ void engine_req_release(struct engine_req *r) {
     free(r);
 }
 
-const struct api_request *engine_req_input(const struct engine_req *r) { return &r->in; }
+void engine_input_free(struct engine_input *in) {
+    if (!in) return;
+    /* a message that failed half-way is not counted in n_messages */
+    for (size_t i = 0; i < in->n_messages; i++) {
+        free(in->messages[i].role);
+        free(in->messages[i].content);
+    }
+    free(in->messages);
+    free(in->prompt);
+    free(in->prompt_tokens);
+    for (size_t i = 0; in->inputs && i < in->n_inputs; i++) free(in->inputs[i]);
+    free(in->inputs);
+    for (int i = 0; i < in->sampling.n_stop && i < ENGINE_MAX_STOP; i++) free(in->sampling.stop[i]);
+    memset(in, 0, sizeof *in);
+}
+
+const struct engine_input *engine_req_input(const struct engine_req *r) { return &r->in; }
 
 void engine_req_set_body(struct engine_req *r, char *body, size_t len) {
     free(r->body);
@@ -225,7 +241,7 @@ int engine_req_push(struct engine_req *r, const char *text, size_t n) {
     return rc;
 }
 
-void engine_req_set_usage(struct engine_req *r, const struct api_usage *usage) {
+void engine_req_set_usage(struct engine_req *r, const struct engine_usage *usage) {
     pthread_mutex_lock(&r->mu);
     r->usage = *usage;
     pthread_mutex_unlock(&r->mu);

@@ -32,7 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/openai.h"
+#include "engine/input.h"
 #include "util/error.h"
 
 struct capacity;
@@ -129,13 +129,13 @@ typedef void (*engine_notify_fn)(void *ctx);
 /* Create a request over a parsed API request, whose contents it takes over
  * (*in is zeroed). out_cap bounds the output held for the transport. The
  * caller holds one reference. NULL if out of memory. */
-struct engine_req *engine_req_new(struct api_request *in, size_t out_cap);
+struct engine_req *engine_req_new(struct engine_input *in, size_t out_cap);
 void engine_req_retain(struct engine_req *r);
 /* Drop a reference; the last one frees the request. */
 void engine_req_release(struct engine_req *r);
 
 /* The parsed request (read-only for both parties after submit). */
-const struct api_request *engine_req_input(const struct engine_req *r);
+const struct engine_input *engine_req_input(const struct engine_req *r);
 /* The request body as the client sent it (JSON text), for backends that
  * forward it; r takes over body (malloc'd). NULL/0 until set. */
 void engine_req_set_body(struct engine_req *r, char *body, size_t len);
@@ -158,7 +158,7 @@ struct engine_req_view {
     enum engine_req_state state;
     enum engine_finish finish;
     enum corral_status status; /* CORRAL_OK unless the request failed */
-    struct api_usage usage;
+    struct engine_usage usage;
     bool cancelled;
 };
 
@@ -202,7 +202,7 @@ void engine_req_set_running(struct engine_req *r);
 /* Append output text. -1 if the output buffer is full (the client does not
  * drain it): the engine should then cancel the request. */
 int engine_req_push(struct engine_req *r, const char *text, size_t n);
-void engine_req_set_usage(struct engine_req *r, const struct api_usage *usage);
+void engine_req_set_usage(struct engine_req *r, const struct engine_usage *usage);
 void engine_req_finish(struct engine_req *r, enum engine_finish finish);
 /* Finish with an error; err is copied. */
 void engine_req_fail(struct engine_req *r, const struct corral_err *err);

@@ -41,10 +41,10 @@ static bool llama_embed__context(struct llama_engine *e, struct corral_err *err)
 /* End the job: hand over the vectors (ok) or fail it, let the request go. */
 static void llama_embed__end(struct llama_engine *e, const struct corral_err *err) {
     struct embed_job *j = &e->embed;
-    const struct api_request *in = engine_req_input(j->req);
+    const struct engine_input *in = engine_req_input(j->req);
     if (!err) {
         engine_req_set_embeddings(j->req, j->vecs, in->n_inputs, (size_t)llama_model_n_embd(e->model));
-        struct api_usage u = {.prompt_tokens = j->tokens};
+        struct engine_usage u = {.prompt_tokens = j->tokens};
         engine_req_set_usage(j->req, &u);
         atomic_fetch_add(&e->st_prompt, j->tokens);
         engine_req_finish(j->req, ENGINE_FINISH_STOP);
@@ -77,7 +77,7 @@ bool llama_embed_step(struct llama_engine *e) {
     struct embed_job *j = &e->embed;
     if (!j->req) return false;
     struct corral_err err;
-    const struct api_request *in = engine_req_input(j->req);
+    const struct engine_input *in = engine_req_input(j->req);
     if (!llama_embed__context(e, &err)) goto fail;
     int dim = llama_model_n_embd(e->model);
     int64_t done = 0;

@@ -38,7 +38,7 @@ void llama_engine__slot_free(struct slot *s) {
     free(s->cache);
 }
 
-static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const struct api_sampling *sp,
+static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const struct engine_sampling *sp,
                                                    struct corral_err *err) {
     struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
@@ -82,7 +82,7 @@ static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum 
             stopmatch_flush(&s->stop, &s->emit);
             if (s->emit.len) engine_req_push(s->req, s->emit.data, s->emit.len);
         }
-        struct api_usage u = {.prompt_tokens = s->n_prompt,
+        struct engine_usage u = {.prompt_tokens = s->n_prompt,
                               .completion_tokens = s->n_decoded,
                               .cached_tokens = s->n_reused};
         engine_req_set_usage(s->req, &u);
@@ -197,7 +197,7 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
         return;
     }
     struct slot *s = best;
-    const struct api_request *in = engine_req_input(r);
+    const struct engine_input *in = engine_req_input(r);
     s->smpl = llama_engine__sampler(e, &in->sampling, &err);
     if (!s->smpl) {
         engine_req_fail(r, &err);
@@ -377,7 +377,7 @@ void *llama_engine__run(void *arg) {
         int n = admit_take(&e->admit, idle, e->took, idle + 1, &seen);
         if (n < 0) break; /* stopping */
         for (int i = 0; i < n; i++) {
-            if (engine_req_input(e->took[i])->kind == API_EMBEDDING)
+            if (engine_req_input(e->took[i])->kind == ENGINE_EMBEDDING)
                 llama_embed_start(e, e->took[i]); /* at most one, and only when none runs */
             else
                 llama_engine__admit(e, e->took[i]);

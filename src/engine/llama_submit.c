@@ -10,7 +10,7 @@
 #include "engine/llama_internal.h"
 
 /* Render chat messages with the model's template. Returns malloc'd text. */
-static char *llama_engine__chat_prompt(struct llama_engine *e, const struct api_request *in,
+static char *llama_engine__chat_prompt(struct llama_engine *e, const struct engine_input *in,
                                        struct corral_err *err) {
     struct llama_chat_message *msgs = calloc(in->n_messages ? in->n_messages : 1, sizeof *msgs);
     size_t total = 64;
@@ -103,9 +103,9 @@ static int32_t *llama_engine__tokenize(struct llama_engine *e, const char *text,
 enum corral_status llama_engine__submit(struct engine *base, struct engine_req *r,
                                                struct corral_err *err) {
     struct llama_engine *e = (struct llama_engine *)base;
-    const struct api_request *in = engine_req_input(r);
+    const struct engine_input *in = engine_req_input(r);
 
-    if (in->kind == API_EMBEDDING) {
+    if (in->kind == ENGINE_EMBEDDING) {
         int32_t **lists = calloc(in->n_inputs, sizeof *lists);
         size_t *lens = calloc(in->n_inputs, sizeof *lens);
         if (!lists || !lens) {
@@ -142,7 +142,7 @@ enum corral_status llama_engine__submit(struct engine *base, struct engine_req *
 
     int32_t *toks = NULL;
     size_t n = 0;
-    if (in->kind == API_CHAT) {
+    if (in->kind == ENGINE_CHAT) {
         char *text = llama_engine__chat_prompt(e, in, err);
         if (!text) return err->status;
         toks = llama_engine__tokenize(e, text, strlen(text), e->n_ctx_slot, "messages", &n, err);
@@ -168,7 +168,7 @@ enum corral_status llama_engine__submit(struct engine *base, struct engine_req *
         llama_token bos = llama_vocab_bos(e->vocab);
         if (bos == LLAMA_TOKEN_NULL) {
             free(toks);
-            return corral_err_set(err, CORRAL_INVALID_REQUEST, in->kind == API_CHAT ? "messages" : "prompt",
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, in->kind == ENGINE_CHAT ? "messages" : "prompt",
                                   "the prompt is empty");
         }
         toks[0] = bos;
@@ -176,7 +176,7 @@ enum corral_status llama_engine__submit(struct engine *base, struct engine_req *
     }
     if (n >= (size_t)e->n_ctx_slot) {
         free(toks);
-        return corral_err_set(err, CORRAL_CONTEXT_LENGTH, in->kind == API_CHAT ? "messages" : "prompt",
+        return corral_err_set(err, CORRAL_CONTEXT_LENGTH, in->kind == ENGINE_CHAT ? "messages" : "prompt",
                               "this model's maximum context length is %d tokens, but the prompt has %zu "
                               "tokens (leave room for at least one generated token)",
                               e->n_ctx_slot, n);

@@ -72,7 +72,7 @@ struct xfer {
     struct corral_err err;
     enum engine_finish finish;
     bool have_usage;
-    struct api_usage usage;
+    struct engine_usage usage;
     int64_t chunks;
     struct sse_in in; /* the upstream event stream, line by line */
     struct buf whole; /* an error body, or the embeddings answer */

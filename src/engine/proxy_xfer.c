@@ -212,7 +212,7 @@ static void proxy__fail(struct engine_req *r, enum corral_status st, const char 
 
 /* Start request r (taken from the queue with a permit). */
 void proxy__start(struct proxy_engine *e, struct engine_req *r) {
-    const struct api_request *in = engine_req_input(r);
+    const struct engine_input *in = engine_req_input(r);
     int slot = -1;
     for (int i = 0; i < e->n_slots && slot < 0; i++)
         if (!e->xfers[i]) slot = i;
@@ -227,9 +227,9 @@ void proxy__start(struct proxy_engine *e, struct engine_req *r) {
     x->kind = H_XFER;
     x->e = e;
     x->req = r;
-    x->sse = in->kind != API_EMBEDDING;
-    x->path = in->kind == API_CHAT ? "/v1/chat/completions"
-              : in->kind == API_COMPLETION ? "/v1/completions"
+    x->sse = in->kind != ENGINE_EMBEDDING;
+    x->path = in->kind == ENGINE_CHAT ? "/v1/chat/completions"
+              : in->kind == ENGINE_COMPLETION ? "/v1/completions"
                                            : "/v1/embeddings";
     sse_in_init(&x->in, PROXY_LINE_MAX);
     buf_init(&x->whole, x->sse ? PROXY_ERR_BODY_MAX : PROXY_EMBED_BODY_MAX);
@@ -306,7 +306,7 @@ static void proxy__embeddings(struct proxy_engine *e, struct xfer *x) {
         return;
     }
     json_t *u = json_object_get(j, "usage");
-    struct api_usage usage = {.prompt_tokens = u ? json_integer_value(json_object_get(u, "prompt_tokens")) : 0};
+    struct engine_usage usage = {.prompt_tokens = u ? json_integer_value(json_object_get(u, "prompt_tokens")) : 0};
     json_decref(j);
     engine_req_set_embeddings(x->req, vecs, n, dim);
     engine_req_set_usage(x->req, &usage);

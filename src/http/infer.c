@@ -42,7 +42,7 @@ static int http__event(struct conn *k, char *j) {
 /* Append the SSE events for text (and, at the end, the final chunks) to
  * k->sse. Returns -1 if out of memory. */
 static int http__stream_events(struct conn *k, const char *text, size_t n, const struct engine_req_view *v) {
-    if (k->kind == API_CHAT && !k->sent_role) {
+    if (k->kind == ENGINE_CHAT && !k->sent_role) {
         if (http__event(k, api_chunk_json(k->kind, k->id, k->created, k->model, true, "", 0, NULL,
                                           k->include_usage, NULL, false)) != 0)
             return -1;
@@ -88,7 +88,7 @@ static ssize_t http__stream_reader(void *cls, uint64_t pos, char *out, size_t ma
         if (k->sent_end) return MHD_CONTENT_READER_END_OF_STREAM;
         struct engine_req_view v;
         size_t n = engine_req_take(k->req, k->take, HTTP_TAKE_MAX, &v);
-        if (n > 0 || v.state == ENGINE_REQ_DONE || (k->kind == API_CHAT && !k->sent_role)) {
+        if (n > 0 || v.state == ENGINE_REQ_DONE || (k->kind == ENGINE_CHAT && !k->sent_role)) {
             /* text taken before DONE was seen belongs before the end events */
             if (v.state == ENGINE_REQ_DONE && engine_req_pending(k->req) > 0) v.state = ENGINE_REQ_RUNNING;
             if (http__stream_events(k, k->take, n, &v) != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -109,12 +109,11 @@ static enum MHD_Result http__reply_done(struct conn *k) {
         engine_req_error(k->req, &err);
         return http__reply_error(&k->out, &err, NULL);
     }
-    if (k->kind == API_EMBEDDING) {
+    if (k->kind == ENGINE_EMBEDDING) {
         size_t n = 0, dim = 0;
         const float *const *vecs = engine_req_embeddings(k->req, &n, &dim);
-        const struct api_request *in = engine_req_input(k->req);
         return http__reply_json(&k->out, MHD_HTTP_OK,
-                                api_embeddings_json(k->model, vecs, n, dim, in->encoding_base64, v.usage.prompt_tokens));
+                                api_embeddings_json(k->model, vecs, n, dim, k->base64, v.usage.prompt_tokens));
     }
     size_t len = engine_req_pending(k->req);
     char *text = malloc(len + 1);
@@ -189,18 +188,19 @@ enum MHD_Result http__inference(struct http_server *s, struct conn *k) {
                        "X-Corral-Max-Wait must be a whole number of milliseconds in 0..%lld", HTTP_MAX_WAIT_MS);
         return http__reply_error(&k->out, &err, NULL);
     }
-    k->kind = k->route->id == R_CHAT ? API_CHAT : k->route->id == R_COMPLETIONS ? API_COMPLETION : API_EMBEDDING;
+    k->kind = k->route->id == R_CHAT ? ENGINE_CHAT : k->route->id == R_COMPLETIONS ? ENGINE_COMPLETION : ENGINE_EMBEDDING;
     if (api_request_parse(k->kind, k->body.data ? k->body.data : "", k->body.len, &in, &err) != CORRAL_OK)
         return http__reply_error(&k->out, &err, NULL);
 
     k->model = strdup(in.model);
-    k->stream = in.stream && k->kind != API_EMBEDDING;
+    k->stream = in.stream && k->kind != ENGINE_EMBEDDING;
     k->include_usage = in.include_usage;
+    k->base64 = in.encoding_base64;
     k->created = time_wall_s();
-    api_make_id(k->kind == API_CHAT ? "chatcmpl-" : k->kind == API_COMPLETION ? "cmpl-" : "emb-", k->id, sizeof k->id);
-    k->req = engine_req_new(&in, HTTP_OUT_CAP);
+    api_make_id(k->kind == ENGINE_CHAT ? "chatcmpl-" : k->kind == ENGINE_COMPLETION ? "cmpl-" : "emb-", k->id, sizeof k->id);
+    k->req = engine_req_new(&in.in, HTTP_OUT_CAP);
+    api_request_free(&in); /* the model name and the rest were copied */
     if (!k->model || !k->req) {
-        api_request_free(&in);
         return http__reply_json(&k->out, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
     }
     /* the raw body rides along for backends that forward it; the pool

@@ -86,10 +86,11 @@ struct conn {
 
     struct pool_pin *pinned;
     struct engine_req *req;
-    enum api_kind kind;
+    enum engine_kind kind;
     bool stream;
     bool stream_started; /* the 200 and the event stream are queued */
     bool include_usage;
+    bool base64; /* embeddings as base64 */
     char id[48];
     int64_t created;
     char *model;

@@ -396,7 +396,7 @@ enum corral_status pool_submit(struct pool *p, const char *id, struct engine_req
     m->last_used_ms = now;
     /* a request's keep_alive sets how long the model stays after it */
     int64_t ka = engine_req_input(r)->keep_alive_ms;
-    m->keep_alive_ms = ka != API_KEEP_ALIVE_UNSET ? ka : m->cfg.keep_alive_ms;
+    m->keep_alive_ms = ka != ENGINE_KEEP_ALIVE_UNSET ? ka : m->cfg.keep_alive_ms;
     if (m->backend == POOL_LLAMA) engine_req_set_body(r, NULL, 0); /* only proxied models forward it */
     pin->m = m;
     if (m->state == M_READY) {

@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    enum api_kind kind = (enum api_kind)(data[0] % 3);
+    enum engine_kind kind = (enum engine_kind)(data[0] % 3);
     struct api_request req;
     struct corral_err err;
     corral_err_clear(&err);

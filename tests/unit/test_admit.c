@@ -25,8 +25,8 @@ static int in_use(struct capacity *c) {
     return s.in_use;
 }
 
-static struct engine_req *req_of(enum api_kind kind) {
-    struct api_request in;
+static struct engine_req *req_of(enum engine_kind kind) {
+    struct engine_input in;
     memset(&in, 0, sizeof in);
     in.kind = kind;
     struct engine_req *r = engine_req_new(&in, 1024);
@@ -49,7 +49,7 @@ static void test_permits_live_with_their_requests(void **state) {
     assert_int_equal(admit_init(&a, &p), 0);
     struct engine_req *r[3];
     for (int i = 0; i < 3; i++) {
-        r[i] = req_of(API_CHAT);
+        r[i] = req_of(ENGINE_CHAT);
         assert_int_equal(admit_submit(&a, r[i], 0, NULL), CORRAL_OK);
     }
     struct engine_req *out[4];
@@ -87,7 +87,7 @@ static void test_stop_between_permits_and_pop_gives_permits_back(void **state) {
     assert_int_equal(admit_init(&a, &p), 0);
     struct engine_req *r[2];
     for (int i = 0; i < 2; i++) {
-        r[i] = req_of(API_CHAT);
+        r[i] = req_of(ENGINE_CHAT);
         assert_int_equal(admit_submit(&a, r[i], 0, NULL), CORRAL_OK);
     }
     struct engine_req *out[4];
@@ -115,7 +115,7 @@ static void test_queue_bound_refuses_at_once(void **state) {
     assert_int_equal(admit_init(&a, &p), 0);
     struct engine_req *r[3];
     struct corral_err err;
-    for (int i = 0; i < 3; i++) r[i] = req_of(API_COMPLETION);
+    for (int i = 0; i < 3; i++) r[i] = req_of(ENGINE_COMPLETION);
     /* one slot busy: one may wait */
     assert_int_equal(admit_submit(&a, r[0], 1, &err), CORRAL_OK);
     assert_int_equal(admit_submit(&a, r[1], 1, &err), CORRAL_OVERLOADED);
@@ -138,7 +138,7 @@ static void test_cancelled_and_expired_leave_the_queue(void **state) {
     struct admit a;
     struct admit_params p = {.id = "m", .n_slots = 1, .queue_size = 4};
     assert_int_equal(admit_init(&a, &p), 0);
-    struct engine_req *gone = req_of(API_CHAT), *hurry = req_of(API_CHAT), *calm = req_of(API_CHAT);
+    struct engine_req *gone = req_of(ENGINE_CHAT), *hurry = req_of(ENGINE_CHAT), *calm = req_of(ENGINE_CHAT);
     engine_req_set_max_wait(hurry, 0);
     assert_int_equal(admit_submit(&a, gone, 1, NULL), CORRAL_OK);
     assert_int_equal(admit_submit(&a, hurry, 1, NULL), CORRAL_OK);
@@ -167,7 +167,7 @@ static void test_embedding_starts_without_a_slot(void **state) {
     struct admit a;
     struct admit_params p = {.id = "m", .n_slots = 1, .queue_size = 4, .embed_free = true};
     assert_int_equal(admit_init(&a, &p), 0);
-    struct engine_req *e1 = req_of(API_EMBEDDING), *e2 = req_of(API_EMBEDDING), *c = req_of(API_CHAT);
+    struct engine_req *e1 = req_of(ENGINE_EMBEDDING), *e2 = req_of(ENGINE_EMBEDDING), *c = req_of(ENGINE_CHAT);
     admit_submit(&a, e1, 1, NULL);
     admit_submit(&a, e2, 1, NULL);
     admit_submit(&a, c, 1, NULL);

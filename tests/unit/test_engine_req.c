@@ -12,7 +12,7 @@
 #include "engine/engine.h"
 
 static struct engine_req *new_req(size_t cap) {
-    struct api_request in;
+    struct engine_input in;
     memset(&in, 0, sizeof in);
     struct engine_req *r = engine_req_new(&in, cap);
     assert_non_null(r);

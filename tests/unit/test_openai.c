@@ -25,14 +25,14 @@
 #define COMPL(extra) "{\"model\":\"m\",\"prompt\":\"p\"" extra "}"
 #define EMB(extra) "{\"model\":\"m\",\"input\":\"x\"" extra "}"
 
-static enum corral_status parse(enum api_kind kind, const char *body, struct api_request *req,
+static enum corral_status parse(enum engine_kind kind, const char *body, struct api_request *req,
                                 struct corral_err *err)
 {
     return api_request_parse(kind, body, strlen(body), req, err);
 }
 
 /* Parse a body that must succeed. */
-static void parse_ok(enum api_kind kind, const char *body, struct api_request *req)
+static void parse_ok(enum engine_kind kind, const char *body, struct api_request *req)
 {
     struct corral_err err;
     enum corral_status st = parse(kind, body, req, &err);
@@ -95,7 +95,7 @@ static void assert_jnull(const json_t *obj, const char *key)
 /* ================================================================ parse errors */
 
 struct err_case {
-    enum api_kind kind;
+    enum engine_kind kind;
     const char *body;
     enum corral_status status;
     const char *param;
@@ -104,242 +104,242 @@ struct err_case {
 
 static const struct err_case err_cases[] = {
     /* body */
-    {API_CHAT, "{\"model\": \"m\",}", CORRAL_INVALID_JSON, "",
+    {ENGINE_CHAT, "{\"model\": \"m\",}", CORRAL_INVALID_JSON, "",
      "invalid JSON at line 1, column 15 (position 15): string or '}' expected near '}'"},
-    {API_CHAT, "", CORRAL_INVALID_JSON, "", "invalid JSON at line 1, column 0 (position 0)"},
-    {API_COMPLETION, "{\"model\":", CORRAL_INVALID_JSON, "", "invalid JSON at line 1"},
-    {API_EMBEDDING, "nul", CORRAL_INVALID_JSON, "", "invalid token"},
-    {API_CHAT, "{\"model\":\"m\",\n \"x\":\"\\u0000\"}", CORRAL_INVALID_JSON, "",
+    {ENGINE_CHAT, "", CORRAL_INVALID_JSON, "", "invalid JSON at line 1, column 0 (position 0)"},
+    {ENGINE_COMPLETION, "{\"model\":", CORRAL_INVALID_JSON, "", "invalid JSON at line 1"},
+    {ENGINE_EMBEDDING, "nul", CORRAL_INVALID_JSON, "", "invalid token"},
+    {ENGINE_CHAT, "{\"model\":\"m\",\n \"x\":\"\\u0000\"}", CORRAL_INVALID_JSON, "",
      "invalid JSON at line 2"},
-    {API_CHAT, "[1,2]", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
-    {API_CHAT, "\"text\"", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
-    {API_EMBEDDING, "null", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
-    {API_COMPLETION, "42", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
+    {ENGINE_CHAT, "[1,2]", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
+    {ENGINE_CHAT, "\"text\"", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
+    {ENGINE_EMBEDDING, "null", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
+    {ENGINE_COMPLETION, "42", CORRAL_INVALID_REQUEST, "", "request body must be a JSON object"},
 
     /* model */
-    {API_CHAT, "{" MSGS "}", CORRAL_INVALID_REQUEST, "model", "missing required field 'model'"},
-    {API_CHAT, "{\"model\":null," MSGS "}", CORRAL_INVALID_REQUEST, "model",
+    {ENGINE_CHAT, "{" MSGS "}", CORRAL_INVALID_REQUEST, "model", "missing required field 'model'"},
+    {ENGINE_CHAT, "{\"model\":null," MSGS "}", CORRAL_INVALID_REQUEST, "model",
      "missing required field 'model'"},
-    {API_CHAT, "{\"model\":5," MSGS "}", CORRAL_INVALID_REQUEST, "model",
+    {ENGINE_CHAT, "{\"model\":5," MSGS "}", CORRAL_INVALID_REQUEST, "model",
      "'model' must be a string"},
-    {API_CHAT, "{\"model\":\"\"," MSGS "}", CORRAL_INVALID_REQUEST, "model",
+    {ENGINE_CHAT, "{\"model\":\"\"," MSGS "}", CORRAL_INVALID_REQUEST, "model",
      "'model' must not be empty"},
-    {API_COMPLETION, "{\"prompt\":\"p\"}", CORRAL_INVALID_REQUEST, "model",
+    {ENGINE_COMPLETION, "{\"prompt\":\"p\"}", CORRAL_INVALID_REQUEST, "model",
      "missing required field 'model'"},
-    {API_EMBEDDING, "{\"model\":[],\"input\":\"x\"}", CORRAL_INVALID_REQUEST, "model",
+    {ENGINE_EMBEDDING, "{\"model\":[],\"input\":\"x\"}", CORRAL_INVALID_REQUEST, "model",
      "'model' must be a string"},
 
     /* messages */
-    {API_CHAT, "{\"model\":\"m\"}", CORRAL_INVALID_REQUEST, "messages",
+    {ENGINE_CHAT, "{\"model\":\"m\"}", CORRAL_INVALID_REQUEST, "messages",
      "missing required field 'messages'"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":{}}", CORRAL_INVALID_REQUEST, "messages",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":{}}", CORRAL_INVALID_REQUEST, "messages",
      "'messages' must be an array"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[]}", CORRAL_INVALID_REQUEST, "messages",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[]}", CORRAL_INVALID_REQUEST, "messages",
      "'messages' must contain at least one message"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[5]}", CORRAL_INVALID_REQUEST, "messages[0]",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[5]}", CORRAL_INVALID_REQUEST, "messages[0]",
      "'messages[0]' must be an object"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}", CORRAL_INVALID_REQUEST,
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}", CORRAL_INVALID_REQUEST,
      "messages[0].role", "missing required field 'messages[0].role'"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":5,\"content\":\"x\"}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":5,\"content\":\"x\"}]}",
      CORRAL_INVALID_REQUEST, "messages[0].role", "'messages[0].role' must be a string"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}",
      CORRAL_INVALID_REQUEST, "messages[0].role",
      "'messages[0].role' must be one of system, user, assistant, developer, tool, got 'robot'"},
-    {API_CHAT,
+    {ENGINE_CHAT,
      "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\"}]}",
      CORRAL_INVALID_REQUEST, "messages[1].content",
      "missing required field 'messages[1].content'"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":null}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":null}]}",
      CORRAL_INVALID_REQUEST, "messages[0].content",
      "missing required field 'messages[0].content'"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\"}]}", CORRAL_INVALID_REQUEST,
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\"}]}", CORRAL_INVALID_REQUEST,
      "messages[0].content", "missing required field 'messages[0].content'"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}",
      CORRAL_INVALID_REQUEST, "messages[0].content",
      "'messages[0].content' must be a string or an array of content parts"},
-    {API_CHAT,
+    {ENGINE_CHAT,
      "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
      "\"text\":\"a\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"http://x/y.png\"}}]}]}",
      CORRAL_UNSUPPORTED, "messages[0].content[1].type",
      "content part type 'image_url' is not supported"},
-    {API_CHAT,
+    {ENGINE_CHAT,
      "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\","
      "\"input_audio\":{}}]}]}",
      CORRAL_UNSUPPORTED, "messages[0].content[0].type", "'input_audio' is not supported"},
-    {API_CHAT,
+    {ENGINE_CHAT,
      "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"file\"}]}]}",
      CORRAL_UNSUPPORTED, "messages[0].content[0].type", "'file' is not supported"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
      CORRAL_INVALID_REQUEST, "messages[0].content[0].text",
      "missing required field 'messages[0].content[0].text'"},
-    {API_CHAT,
+    {ENGINE_CHAT,
      "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":5}]}]}",
      CORRAL_INVALID_REQUEST, "messages[0].content[0].text",
      "'messages[0].content[0].text' must be a string"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[\"x\"]}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[\"x\"]}]}",
      CORRAL_INVALID_REQUEST, "messages[0].content[0]", "'messages[0].content[0]' must be an object"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"x\"}]}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"x\"}]}]}",
      CORRAL_INVALID_REQUEST, "messages[0].content[0].type",
      "missing required field 'messages[0].content[0].type'"},
-    {API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":3}]}]}",
+    {ENGINE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":3}]}]}",
      CORRAL_INVALID_REQUEST, "messages[0].content[0].type",
      "'messages[0].content[0].type' must be a string"},
 
     /* prompt */
-    {API_COMPLETION, "{\"model\":\"m\"}", CORRAL_INVALID_REQUEST, "prompt",
+    {ENGINE_COMPLETION, "{\"model\":\"m\"}", CORRAL_INVALID_REQUEST, "prompt",
      "missing required field 'prompt'"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":null}", CORRAL_INVALID_REQUEST, "prompt",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":null}", CORRAL_INVALID_REQUEST, "prompt",
      "missing required field 'prompt'"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":5}", CORRAL_INVALID_REQUEST, "prompt",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":5}", CORRAL_INVALID_REQUEST, "prompt",
      "'prompt' must be a string"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[]}", CORRAL_INVALID_REQUEST, "prompt",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[]}", CORRAL_INVALID_REQUEST, "prompt",
      "'prompt' must not be empty"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", CORRAL_UNSUPPORTED, "prompt",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", CORRAL_UNSUPPORTED, "prompt",
      "multiple prompts in one request are not supported; send one request per prompt"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[[1,2],[3]]}", CORRAL_UNSUPPORTED, "prompt",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[[1,2],[3]]}", CORRAL_UNSUPPORTED, "prompt",
      "multiple prompts in one request are not supported"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,\"a\"]}", CORRAL_INVALID_REQUEST,
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,\"a\"]}", CORRAL_INVALID_REQUEST,
      "prompt[1]", "'prompt[1]' must be an integer token id"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,-1]}", CORRAL_INVALID_REQUEST, "prompt[1]",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,-1]}", CORRAL_INVALID_REQUEST, "prompt[1]",
      "'prompt[1]' must be a token id between 0 and 2147483647, got -1"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[2147483648]}", CORRAL_INVALID_REQUEST,
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[2147483648]}", CORRAL_INVALID_REQUEST,
      "prompt[0]", "between 0 and 2147483647, got 2147483648"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[[1,2.5]]}", CORRAL_INVALID_REQUEST,
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[[1,2.5]]}", CORRAL_INVALID_REQUEST,
      "prompt[0][1]", "'prompt[0][1]' must be an integer token id"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[[]]}", CORRAL_INVALID_REQUEST, "prompt[0]",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[[]]}", CORRAL_INVALID_REQUEST, "prompt[0]",
      "'prompt[0]' must not be empty"},
-    {API_COMPLETION, "{\"model\":\"m\",\"prompt\":[true]}", CORRAL_INVALID_REQUEST, "prompt[0]",
+    {ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[true]}", CORRAL_INVALID_REQUEST, "prompt[0]",
      "'prompt[0]' must be an integer token id"},
-    {API_COMPLETION, COMPL(",\"echo\":true"), CORRAL_UNSUPPORTED, "echo",
+    {ENGINE_COMPLETION, COMPL(",\"echo\":true"), CORRAL_UNSUPPORTED, "echo",
      "'echo' is not supported"},
-    {API_COMPLETION, COMPL(",\"echo\":\"yes\""), CORRAL_INVALID_REQUEST, "echo",
+    {ENGINE_COMPLETION, COMPL(",\"echo\":\"yes\""), CORRAL_INVALID_REQUEST, "echo",
      "'echo' must be a boolean"},
-    {API_COMPLETION, COMPL(",\"suffix\":\"tail\""), CORRAL_UNSUPPORTED, "suffix",
+    {ENGINE_COMPLETION, COMPL(",\"suffix\":\"tail\""), CORRAL_UNSUPPORTED, "suffix",
      "'suffix' (insertion) is not supported"},
-    {API_COMPLETION, COMPL(",\"suffix\":5"), CORRAL_INVALID_REQUEST, "suffix",
+    {ENGINE_COMPLETION, COMPL(",\"suffix\":5"), CORRAL_INVALID_REQUEST, "suffix",
      "'suffix' must be a string"},
-    {API_COMPLETION, COMPL(",\"best_of\":2"), CORRAL_UNSUPPORTED, "best_of",
+    {ENGINE_COMPLETION, COMPL(",\"best_of\":2"), CORRAL_UNSUPPORTED, "best_of",
      "best_of > 1 is not supported"},
-    {API_COMPLETION, COMPL(",\"best_of\":0"), CORRAL_INVALID_REQUEST, "best_of",
+    {ENGINE_COMPLETION, COMPL(",\"best_of\":0"), CORRAL_INVALID_REQUEST, "best_of",
      "'best_of' must be at least 1, got 0"},
-    {API_COMPLETION, COMPL(",\"logprobs\":2"), CORRAL_UNSUPPORTED, "logprobs",
+    {ENGINE_COMPLETION, COMPL(",\"logprobs\":2"), CORRAL_UNSUPPORTED, "logprobs",
      "'logprobs' is not supported"},
-    {API_COMPLETION, COMPL(",\"temperature\":5"), CORRAL_INVALID_REQUEST, "temperature",
+    {ENGINE_COMPLETION, COMPL(",\"temperature\":5"), CORRAL_INVALID_REQUEST, "temperature",
      "'temperature' must be between 0 and 2, got 5"},
-    {API_COMPLETION, COMPL(",\"n\":3"), CORRAL_UNSUPPORTED, "n", "n > 1 is not supported"},
+    {ENGINE_COMPLETION, COMPL(",\"n\":3"), CORRAL_UNSUPPORTED, "n", "n > 1 is not supported"},
 
     /* input */
-    {API_EMBEDDING, "{\"model\":\"m\"}", CORRAL_INVALID_REQUEST, "input",
+    {ENGINE_EMBEDDING, "{\"model\":\"m\"}", CORRAL_INVALID_REQUEST, "input",
      "missing required field 'input'"},
-    {API_EMBEDDING, "{\"model\":\"m\",\"input\":\"\"}", CORRAL_INVALID_REQUEST, "input",
+    {ENGINE_EMBEDDING, "{\"model\":\"m\",\"input\":\"\"}", CORRAL_INVALID_REQUEST, "input",
      "'input' must not be empty"},
-    {API_EMBEDDING, "{\"model\":\"m\",\"input\":[]}", CORRAL_INVALID_REQUEST, "input",
+    {ENGINE_EMBEDDING, "{\"model\":\"m\",\"input\":[]}", CORRAL_INVALID_REQUEST, "input",
      "'input' must not be empty"},
-    {API_EMBEDDING, "{\"model\":\"m\",\"input\":[\"a\",\"\"]}", CORRAL_INVALID_REQUEST,
+    {ENGINE_EMBEDDING, "{\"model\":\"m\",\"input\":[\"a\",\"\"]}", CORRAL_INVALID_REQUEST,
      "input[1]", "'input[1]' must not be empty"},
-    {API_EMBEDDING, "{\"model\":\"m\",\"input\":[1,2,3]}", CORRAL_UNSUPPORTED, "input",
+    {ENGINE_EMBEDDING, "{\"model\":\"m\",\"input\":[1,2,3]}", CORRAL_UNSUPPORTED, "input",
      "token arrays as 'input' are not supported"},
-    {API_EMBEDDING, "{\"model\":\"m\",\"input\":[[1,2],[3]]}", CORRAL_UNSUPPORTED, "input",
+    {ENGINE_EMBEDDING, "{\"model\":\"m\",\"input\":[[1,2],[3]]}", CORRAL_UNSUPPORTED, "input",
      "token arrays as 'input' are not supported"},
-    {API_EMBEDDING, "{\"model\":\"m\",\"input\":5}", CORRAL_INVALID_REQUEST, "input",
+    {ENGINE_EMBEDDING, "{\"model\":\"m\",\"input\":5}", CORRAL_INVALID_REQUEST, "input",
      "'input' must be a string or an array of strings"},
-    {API_EMBEDDING, "{\"model\":\"m\",\"input\":[\"a\",{}]}", CORRAL_INVALID_REQUEST,
+    {ENGINE_EMBEDDING, "{\"model\":\"m\",\"input\":[\"a\",{}]}", CORRAL_INVALID_REQUEST,
      "input[1]", "'input[1]' must be a string"},
-    {API_EMBEDDING, EMB(",\"encoding_format\":\"int8\""), CORRAL_INVALID_REQUEST,
+    {ENGINE_EMBEDDING, EMB(",\"encoding_format\":\"int8\""), CORRAL_INVALID_REQUEST,
      "encoding_format", "'encoding_format' must be 'float' or 'base64', got 'int8'"},
-    {API_EMBEDDING, EMB(",\"encoding_format\":1"), CORRAL_INVALID_REQUEST, "encoding_format",
+    {ENGINE_EMBEDDING, EMB(",\"encoding_format\":1"), CORRAL_INVALID_REQUEST, "encoding_format",
      "'encoding_format' must be a string"},
-    {API_EMBEDDING, EMB(",\"dimensions\":256"), CORRAL_UNSUPPORTED, "dimensions",
+    {ENGINE_EMBEDDING, EMB(",\"dimensions\":256"), CORRAL_UNSUPPORTED, "dimensions",
      "'dimensions' is not supported"},
-    {API_EMBEDDING, EMB(",\"user\":5"), CORRAL_INVALID_REQUEST, "user",
+    {ENGINE_EMBEDDING, EMB(",\"user\":5"), CORRAL_INVALID_REQUEST, "user",
      "'user' must be a string"},
 
     /* sampling */
-    {API_CHAT, CHAT(",\"max_tokens\":0"), CORRAL_INVALID_REQUEST, "max_tokens",
+    {ENGINE_CHAT, CHAT(",\"max_tokens\":0"), CORRAL_INVALID_REQUEST, "max_tokens",
      "'max_tokens' must be at least 1, got 0"},
-    {API_CHAT, CHAT(",\"max_tokens\":\"5\""), CORRAL_INVALID_REQUEST, "max_tokens",
+    {ENGINE_CHAT, CHAT(",\"max_tokens\":\"5\""), CORRAL_INVALID_REQUEST, "max_tokens",
      "'max_tokens' must be an integer"},
-    {API_CHAT, CHAT(",\"max_tokens\":1.5"), CORRAL_INVALID_REQUEST, "max_tokens",
+    {ENGINE_CHAT, CHAT(",\"max_tokens\":1.5"), CORRAL_INVALID_REQUEST, "max_tokens",
      "'max_tokens' must be an integer"},
-    {API_CHAT, CHAT(",\"max_completion_tokens\":-3"), CORRAL_INVALID_REQUEST,
+    {ENGINE_CHAT, CHAT(",\"max_completion_tokens\":-3"), CORRAL_INVALID_REQUEST,
      "max_completion_tokens", "'max_completion_tokens' must be at least 1, got -3"},
-    {API_CHAT, CHAT(",\"temperature\":3.5"), CORRAL_INVALID_REQUEST, "temperature",
+    {ENGINE_CHAT, CHAT(",\"temperature\":3.5"), CORRAL_INVALID_REQUEST, "temperature",
      "'temperature' must be between 0 and 2, got 3.5"},
-    {API_CHAT, CHAT(",\"temperature\":-0.1"), CORRAL_INVALID_REQUEST, "temperature",
+    {ENGINE_CHAT, CHAT(",\"temperature\":-0.1"), CORRAL_INVALID_REQUEST, "temperature",
      "'temperature' must be between 0 and 2, got -0.1"},
-    {API_CHAT, CHAT(",\"temperature\":\"hot\""), CORRAL_INVALID_REQUEST, "temperature",
+    {ENGINE_CHAT, CHAT(",\"temperature\":\"hot\""), CORRAL_INVALID_REQUEST, "temperature",
      "'temperature' must be a number"},
-    {API_CHAT, CHAT(",\"top_p\":1.5"), CORRAL_INVALID_REQUEST, "top_p",
+    {ENGINE_CHAT, CHAT(",\"top_p\":1.5"), CORRAL_INVALID_REQUEST, "top_p",
      "'top_p' must be between 0 and 1, got 1.5"},
-    {API_CHAT, CHAT(",\"top_p\":true"), CORRAL_INVALID_REQUEST, "top_p",
+    {ENGINE_CHAT, CHAT(",\"top_p\":true"), CORRAL_INVALID_REQUEST, "top_p",
      "'top_p' must be a number"},
-    {API_CHAT, CHAT(",\"top_k\":-1"), CORRAL_INVALID_REQUEST, "top_k",
+    {ENGINE_CHAT, CHAT(",\"top_k\":-1"), CORRAL_INVALID_REQUEST, "top_k",
      "'top_k' must be at least 0, got -1"},
-    {API_CHAT, CHAT(",\"top_k\":2.5"), CORRAL_INVALID_REQUEST, "top_k",
+    {ENGINE_CHAT, CHAT(",\"top_k\":2.5"), CORRAL_INVALID_REQUEST, "top_k",
      "'top_k' must be an integer"},
-    {API_CHAT, CHAT(",\"min_p\":2"), CORRAL_INVALID_REQUEST, "min_p",
+    {ENGINE_CHAT, CHAT(",\"min_p\":2"), CORRAL_INVALID_REQUEST, "min_p",
      "'min_p' must be between 0 and 1, got 2"},
-    {API_CHAT, CHAT(",\"seed\":\"x\""), CORRAL_INVALID_REQUEST, "seed",
+    {ENGINE_CHAT, CHAT(",\"seed\":\"x\""), CORRAL_INVALID_REQUEST, "seed",
      "'seed' must be an integer"},
-    {API_CHAT, CHAT(",\"seed\":1.5"), CORRAL_INVALID_REQUEST, "seed", "'seed' must be an integer"},
-    {API_CHAT, CHAT(",\"presence_penalty\":2.5"), CORRAL_INVALID_REQUEST, "presence_penalty",
+    {ENGINE_CHAT, CHAT(",\"seed\":1.5"), CORRAL_INVALID_REQUEST, "seed", "'seed' must be an integer"},
+    {ENGINE_CHAT, CHAT(",\"presence_penalty\":2.5"), CORRAL_INVALID_REQUEST, "presence_penalty",
      "'presence_penalty' must be between -2 and 2, got 2.5"},
-    {API_CHAT, CHAT(",\"frequency_penalty\":-3"), CORRAL_INVALID_REQUEST, "frequency_penalty",
+    {ENGINE_CHAT, CHAT(",\"frequency_penalty\":-3"), CORRAL_INVALID_REQUEST, "frequency_penalty",
      "'frequency_penalty' must be between -2 and 2, got -3"},
-    {API_CHAT, CHAT(",\"frequency_penalty\":[]"), CORRAL_INVALID_REQUEST, "frequency_penalty",
+    {ENGINE_CHAT, CHAT(",\"frequency_penalty\":[]"), CORRAL_INVALID_REQUEST, "frequency_penalty",
      "'frequency_penalty' must be a number"},
-    {API_CHAT, CHAT(",\"stop\":5"), CORRAL_INVALID_REQUEST, "stop",
+    {ENGINE_CHAT, CHAT(",\"stop\":5"), CORRAL_INVALID_REQUEST, "stop",
      "'stop' must be a string or an array of strings"},
-    {API_CHAT, CHAT(",\"stop\":[\"a\",5]"), CORRAL_INVALID_REQUEST, "stop[1]",
+    {ENGINE_CHAT, CHAT(",\"stop\":[\"a\",5]"), CORRAL_INVALID_REQUEST, "stop[1]",
      "'stop[1]' must be a string"},
-    {API_CHAT, CHAT(",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]"), CORRAL_INVALID_REQUEST, "stop",
+    {ENGINE_CHAT, CHAT(",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]"), CORRAL_INVALID_REQUEST, "stop",
      "'stop' may contain at most 4 sequences, got 5"},
-    {API_CHAT, CHAT(",\"n\":2"), CORRAL_UNSUPPORTED, "n", "n > 1 is not supported"},
-    {API_CHAT, CHAT(",\"n\":0"), CORRAL_INVALID_REQUEST, "n", "'n' must be at least 1, got 0"},
-    {API_CHAT, CHAT(",\"n\":\"1\""), CORRAL_INVALID_REQUEST, "n", "'n' must be an integer"},
-    {API_CHAT, CHAT(",\"logprobs\":true"), CORRAL_UNSUPPORTED, "logprobs",
+    {ENGINE_CHAT, CHAT(",\"n\":2"), CORRAL_UNSUPPORTED, "n", "n > 1 is not supported"},
+    {ENGINE_CHAT, CHAT(",\"n\":0"), CORRAL_INVALID_REQUEST, "n", "'n' must be at least 1, got 0"},
+    {ENGINE_CHAT, CHAT(",\"n\":\"1\""), CORRAL_INVALID_REQUEST, "n", "'n' must be an integer"},
+    {ENGINE_CHAT, CHAT(",\"logprobs\":true"), CORRAL_UNSUPPORTED, "logprobs",
      "'logprobs' is not supported"},
-    {API_CHAT, CHAT(",\"logprobs\":\"x\""), CORRAL_INVALID_REQUEST, "logprobs",
+    {ENGINE_CHAT, CHAT(",\"logprobs\":\"x\""), CORRAL_INVALID_REQUEST, "logprobs",
      "'logprobs' must be a boolean"},
-    {API_CHAT, CHAT(",\"top_logprobs\":2"), CORRAL_UNSUPPORTED, "top_logprobs",
+    {ENGINE_CHAT, CHAT(",\"top_logprobs\":2"), CORRAL_UNSUPPORTED, "top_logprobs",
      "'top_logprobs' is not supported"},
-    {API_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"),
+    {ENGINE_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"),
      CORRAL_UNSUPPORTED, "tools", "'tools' (function calling) is not supported"},
-    {API_CHAT, CHAT(",\"tool_choice\":\"auto\""), CORRAL_UNSUPPORTED, "tool_choice",
+    {ENGINE_CHAT, CHAT(",\"tool_choice\":\"auto\""), CORRAL_UNSUPPORTED, "tool_choice",
      "'tool_choice' (function calling) is not supported"},
-    {API_CHAT, CHAT(",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}"),
+    {ENGINE_CHAT, CHAT(",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}"),
      CORRAL_UNSUPPORTED, "tool_choice", "'tool_choice' (function calling) is not supported"},
-    {API_CHAT, CHAT(",\"functions\":[{\"name\":\"f\"}]"), CORRAL_UNSUPPORTED, "functions",
+    {ENGINE_CHAT, CHAT(",\"functions\":[{\"name\":\"f\"}]"), CORRAL_UNSUPPORTED, "functions",
      "'functions' (function calling) is not supported"},
-    {API_CHAT, CHAT(",\"function_call\":\"auto\""), CORRAL_UNSUPPORTED, "function_call",
+    {ENGINE_CHAT, CHAT(",\"function_call\":\"auto\""), CORRAL_UNSUPPORTED, "function_call",
      "'function_call' (function calling) is not supported"},
-    {API_CHAT,
+    {ENGINE_CHAT,
      CHAT(",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\"}}"),
      CORRAL_UNSUPPORTED, "response_format.type",
      "response_format type 'json_schema' is not supported"},
-    {API_CHAT, CHAT(",\"response_format\":{\"type\":\"xml\"}"), CORRAL_UNSUPPORTED,
+    {ENGINE_CHAT, CHAT(",\"response_format\":{\"type\":\"xml\"}"), CORRAL_UNSUPPORTED,
      "response_format.type", "response_format type 'xml' is not supported"},
-    {API_CHAT, CHAT(",\"response_format\":\"json\""), CORRAL_INVALID_REQUEST, "response_format",
+    {ENGINE_CHAT, CHAT(",\"response_format\":\"json\""), CORRAL_INVALID_REQUEST, "response_format",
      "'response_format' must be an object"},
-    {API_CHAT, CHAT(",\"response_format\":{}"), CORRAL_INVALID_REQUEST, "response_format.type",
+    {ENGINE_CHAT, CHAT(",\"response_format\":{}"), CORRAL_INVALID_REQUEST, "response_format.type",
      "missing required field 'response_format.type'"},
-    {API_CHAT, CHAT(",\"response_format\":{\"type\":1}"), CORRAL_INVALID_REQUEST,
+    {ENGINE_CHAT, CHAT(",\"response_format\":{\"type\":1}"), CORRAL_INVALID_REQUEST,
      "response_format.type", "'response_format.type' must be a string"},
-    {API_CHAT, CHAT(",\"stream\":\"yes\""), CORRAL_INVALID_REQUEST, "stream",
+    {ENGINE_CHAT, CHAT(",\"stream\":\"yes\""), CORRAL_INVALID_REQUEST, "stream",
      "'stream' must be a boolean"},
-    {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":5"), CORRAL_INVALID_REQUEST,
+    {ENGINE_CHAT, CHAT(",\"stream\":true,\"stream_options\":5"), CORRAL_INVALID_REQUEST,
      "stream_options", "'stream_options' must be an object"},
-    {API_CHAT, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":\"y\"}"),
+    {ENGINE_CHAT, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":\"y\"}"),
      CORRAL_INVALID_REQUEST, "stream_options.include_usage",
      "'stream_options.include_usage' must be a boolean"},
-    {API_CHAT, CHAT(",\"user\":5"), CORRAL_INVALID_REQUEST, "user", "'user' must be a string"},
-    {API_CHAT, CHAT(",\"ignore_eos\":1"), CORRAL_INVALID_REQUEST, "ignore_eos",
+    {ENGINE_CHAT, CHAT(",\"user\":5"), CORRAL_INVALID_REQUEST, "user", "'user' must be a string"},
+    {ENGINE_CHAT, CHAT(",\"ignore_eos\":1"), CORRAL_INVALID_REQUEST, "ignore_eos",
      "'ignore_eos' must be a boolean"},
-    {API_CHAT, CHAT(",\"keep_alive\":\"soon\""), CORRAL_INVALID_REQUEST, "keep_alive",
+    {ENGINE_CHAT, CHAT(",\"keep_alive\":\"soon\""), CORRAL_INVALID_REQUEST, "keep_alive",
      "'keep_alive' must be a duration"},
-    {API_CHAT, CHAT(",\"keep_alive\":-5"), CORRAL_INVALID_REQUEST, "keep_alive",
+    {ENGINE_CHAT, CHAT(",\"keep_alive\":-5"), CORRAL_INVALID_REQUEST, "keep_alive",
      "'keep_alive' must be -1 (forever), 0 or a number of seconds"},
-    {API_CHAT, CHAT(",\"keep_alive\":[1]"), CORRAL_INVALID_REQUEST, "keep_alive",
+    {ENGINE_CHAT, CHAT(",\"keep_alive\":[1]"), CORRAL_INVALID_REQUEST, "keep_alive",
      "'keep_alive' must be a number of seconds or a duration string"},
 };
 
@@ -364,12 +364,12 @@ static void test_parse_errors(void **state)
         }
         /* *out is left empty on failure. */
         assert_null(req.model);
-        assert_null(req.messages);
-        assert_int_equal(req.n_messages, 0);
-        assert_null(req.prompt);
-        assert_null(req.prompt_tokens);
-        assert_null(req.inputs);
-        assert_int_equal(req.sampling.n_stop, 0);
+        assert_null(req.in.messages);
+        assert_int_equal(req.in.n_messages, 0);
+        assert_null(req.in.prompt);
+        assert_null(req.in.prompt_tokens);
+        assert_null(req.in.inputs);
+        assert_int_equal(req.in.sampling.n_stop, 0);
         assert_null(req.user);
         api_request_free(&req);
     }
@@ -382,7 +382,7 @@ static void test_parse_error_json_position(void **state)
     struct api_request req;
     struct corral_err err;
     const char *body = "{\"model\": \"m\",}";
-    assert_int_equal(parse(API_CHAT, body, &req, &err), CORRAL_INVALID_JSON);
+    assert_int_equal(parse(ENGINE_CHAT, body, &req, &err), CORRAL_INVALID_JSON);
     assert_string_equal(err.message, "invalid JSON at line 1, column 15 (position 15): "
                                      "string or '}' expected near '}'");
     assert_string_equal(err.param, "");
@@ -402,20 +402,20 @@ static void test_parse_too_many_inputs(void **state)
 
     struct api_request req;
     struct corral_err err;
-    assert_int_equal(api_request_parse(API_EMBEDDING, body, len, &req, &err),
+    assert_int_equal(api_request_parse(ENGINE_EMBEDDING, body, len, &req, &err),
                      CORRAL_INVALID_REQUEST);
     assert_string_equal(err.param, "input");
     assert_string_equal(err.message, "'input' may contain at most 2048 items, got 2049");
-    assert_null(req.inputs);
+    assert_null(req.in.inputs);
 
     /* Exactly the limit is fine. */
     len = (size_t)snprintf(body, cap, "{\"model\":\"m\",\"input\":[");
     for (size_t i = 0; i < API_MAX_EMBED_INPUTS; i++)
         len += (size_t)snprintf(body + len, cap - len, "%s\"a\"", i ? "," : "");
     len += (size_t)snprintf(body + len, cap - len, "]}");
-    assert_int_equal(api_request_parse(API_EMBEDDING, body, len, &req, &err), CORRAL_OK);
-    assert_int_equal(req.n_inputs, API_MAX_EMBED_INPUTS);
-    assert_string_equal(req.inputs[API_MAX_EMBED_INPUTS - 1], "a");
+    assert_int_equal(api_request_parse(ENGINE_EMBEDDING, body, len, &req, &err), CORRAL_OK);
+    assert_int_equal(req.in.n_inputs, API_MAX_EMBED_INPUTS);
+    assert_string_equal(req.in.inputs[API_MAX_EMBED_INPUTS - 1], "a");
     api_request_free(&req);
     free(body);
 }
@@ -430,22 +430,22 @@ static void test_parse_error_after_allocations(void **state)
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
         "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"b\"}]}],"
         "\"stop\":[\"x\",\"y\"],\"user\":\"u\",\"tools\":[{\"type\":\"function\"}]}";
-    assert_int_equal(parse(API_CHAT, body, &req, &err), CORRAL_UNSUPPORTED);
+    assert_int_equal(parse(ENGINE_CHAT, body, &req, &err), CORRAL_UNSUPPORTED);
     assert_string_equal(err.param, "tools");
     assert_null(req.model);
-    assert_null(req.messages);
-    assert_int_equal(req.sampling.n_stop, 0);
+    assert_null(req.in.messages);
+    assert_int_equal(req.in.sampling.n_stop, 0);
 
     body = "{\"model\":\"m\",\"input\":[\"a\",\"b\",7]}";
-    assert_int_equal(parse(API_EMBEDDING, body, &req, &err), CORRAL_UNSUPPORTED);
-    assert_null(req.inputs);
-    assert_int_equal(req.n_inputs, 0);
+    assert_int_equal(parse(ENGINE_EMBEDDING, body, &req, &err), CORRAL_UNSUPPORTED);
+    assert_null(req.in.inputs);
+    assert_int_equal(req.in.n_inputs, 0);
 
     body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"b\"},{\"type\":\"image_url\"}]}]}";
-    assert_int_equal(parse(API_CHAT, body, &req, &err), CORRAL_UNSUPPORTED);
+    assert_int_equal(parse(ENGINE_CHAT, body, &req, &err), CORRAL_UNSUPPORTED);
     assert_string_equal(err.param, "messages[1].content[1].type");
-    assert_null(req.messages);
+    assert_null(req.in.messages);
 }
 
 /* ================================================================ valid requests */
@@ -472,47 +472,47 @@ static void test_parse_chat_full(void **state)
         "\"stream_options\":{\"include_usage\":true},\"user\":\"alice\","
         "\"metadata\":{\"x\":1},\"some_future_field\":[1,2],\"ignore_eos\":true,\"keep_alive\":\"10m\"}";
     struct api_request req;
-    parse_ok(API_CHAT, body, &req);
+    parse_ok(ENGINE_CHAT, body, &req);
 
-    assert_int_equal(req.kind, API_CHAT);
+    assert_int_equal(req.in.kind, ENGINE_CHAT);
     assert_string_equal(req.model, "llama-3");
-    assert_int_equal(req.n_messages, 7);
-    assert_string_equal(req.messages[0].role, "system"); /* developer maps to system */
-    assert_string_equal(req.messages[0].content, "be brief");
-    assert_string_equal(req.messages[1].role, "system");
-    assert_string_equal(req.messages[1].content, "sys");
-    assert_string_equal(req.messages[2].role, "user");
-    assert_string_equal(req.messages[2].content, "part one\npart two");
-    assert_string_equal(req.messages[3].role, "assistant");
-    assert_string_equal(req.messages[3].content, "");
-    assert_string_equal(req.messages[4].role, "assistant");
-    assert_string_equal(req.messages[4].content, "");
-    assert_string_equal(req.messages[5].role, "tool");
-    assert_string_equal(req.messages[5].content, "42");
-    assert_string_equal(req.messages[6].content, "caf\xc3\xa9 \xf0\x9f\x98\x80");
+    assert_int_equal(req.in.n_messages, 7);
+    assert_string_equal(req.in.messages[0].role, "system"); /* developer maps to system */
+    assert_string_equal(req.in.messages[0].content, "be brief");
+    assert_string_equal(req.in.messages[1].role, "system");
+    assert_string_equal(req.in.messages[1].content, "sys");
+    assert_string_equal(req.in.messages[2].role, "user");
+    assert_string_equal(req.in.messages[2].content, "part one\npart two");
+    assert_string_equal(req.in.messages[3].role, "assistant");
+    assert_string_equal(req.in.messages[3].content, "");
+    assert_string_equal(req.in.messages[4].role, "assistant");
+    assert_string_equal(req.in.messages[4].content, "");
+    assert_string_equal(req.in.messages[5].role, "tool");
+    assert_string_equal(req.in.messages[5].content, "42");
+    assert_string_equal(req.in.messages[6].content, "caf\xc3\xa9 \xf0\x9f\x98\x80");
 
-    assert_int_equal(req.sampling.max_tokens, 20); /* max_completion_tokens wins */
-    assert_float_equal(req.sampling.temperature, 0.5f, 0);
-    assert_float_equal(req.sampling.top_p, 0.9f, 0);
-    assert_int_equal(req.sampling.top_k, 40);
-    assert_float_equal(req.sampling.min_p, 0.05f, 0);
-    assert_true(req.sampling.has_seed);
-    assert_true(req.sampling.seed == UINT64_MAX);
-    assert_float_equal(req.sampling.presence_penalty, -1.5f, 0);
-    assert_float_equal(req.sampling.frequency_penalty, 2.0f, 0);
-    assert_int_equal(req.sampling.n_stop, 3);
-    assert_string_equal(req.sampling.stop[0], "END");
-    assert_string_equal(req.sampling.stop[1], "\n\n");
-    assert_string_equal(req.sampling.stop[2], "###");
-    assert_null(req.sampling.stop[3]);
-    assert_true(req.sampling.json_object);
-    assert_true(req.sampling.ignore_eos);
-    assert_true(req.keep_alive_ms == 600000);
+    assert_int_equal(req.in.sampling.max_tokens, 20); /* max_completion_tokens wins */
+    assert_float_equal(req.in.sampling.temperature, 0.5f, 0);
+    assert_float_equal(req.in.sampling.top_p, 0.9f, 0);
+    assert_int_equal(req.in.sampling.top_k, 40);
+    assert_float_equal(req.in.sampling.min_p, 0.05f, 0);
+    assert_true(req.in.sampling.has_seed);
+    assert_true(req.in.sampling.seed == UINT64_MAX);
+    assert_float_equal(req.in.sampling.presence_penalty, -1.5f, 0);
+    assert_float_equal(req.in.sampling.frequency_penalty, 2.0f, 0);
+    assert_int_equal(req.in.sampling.n_stop, 3);
+    assert_string_equal(req.in.sampling.stop[0], "END");
+    assert_string_equal(req.in.sampling.stop[1], "\n\n");
+    assert_string_equal(req.in.sampling.stop[2], "###");
+    assert_null(req.in.sampling.stop[3]);
+    assert_true(req.in.sampling.json_object);
+    assert_true(req.in.sampling.ignore_eos);
+    assert_true(req.in.keep_alive_ms == 600000);
     assert_true(req.stream);
     assert_true(req.include_usage);
     assert_string_equal(req.user, "alice");
-    assert_null(req.prompt);
-    assert_null(req.inputs);
+    assert_null(req.in.prompt);
+    assert_null(req.in.inputs);
 
     api_request_free(&req);
     assert_null(req.model);
@@ -523,23 +523,23 @@ static void test_parse_chat_defaults(void **state)
 {
     (void)state;
     struct api_request req;
-    parse_ok(API_CHAT, CHAT(""), &req);
+    parse_ok(ENGINE_CHAT, CHAT(""), &req);
     assert_string_equal(req.model, "m");
-    assert_int_equal(req.n_messages, 1);
-    assert_string_equal(req.messages[0].role, "user");
-    assert_string_equal(req.messages[0].content, "hi");
-    assert_int_equal(req.sampling.max_tokens, -1);
-    assert_float_equal(req.sampling.temperature, 1.0f, 0);
-    assert_float_equal(req.sampling.top_p, 1.0f, 0);
-    assert_int_equal(req.sampling.top_k, 0);
-    assert_float_equal(req.sampling.min_p, 0.0f, 0);
-    assert_float_equal(req.sampling.presence_penalty, 0.0f, 0);
-    assert_float_equal(req.sampling.frequency_penalty, 0.0f, 0);
-    assert_false(req.sampling.has_seed);
-    assert_int_equal(req.sampling.n_stop, 0);
-    assert_false(req.sampling.json_object);
-    assert_false(req.sampling.ignore_eos);
-    assert_true(req.keep_alive_ms == API_KEEP_ALIVE_UNSET);
+    assert_int_equal(req.in.n_messages, 1);
+    assert_string_equal(req.in.messages[0].role, "user");
+    assert_string_equal(req.in.messages[0].content, "hi");
+    assert_int_equal(req.in.sampling.max_tokens, -1);
+    assert_float_equal(req.in.sampling.temperature, 1.0f, 0);
+    assert_float_equal(req.in.sampling.top_p, 1.0f, 0);
+    assert_int_equal(req.in.sampling.top_k, 0);
+    assert_float_equal(req.in.sampling.min_p, 0.0f, 0);
+    assert_float_equal(req.in.sampling.presence_penalty, 0.0f, 0);
+    assert_float_equal(req.in.sampling.frequency_penalty, 0.0f, 0);
+    assert_false(req.in.sampling.has_seed);
+    assert_int_equal(req.in.sampling.n_stop, 0);
+    assert_false(req.in.sampling.json_object);
+    assert_false(req.in.sampling.ignore_eos);
+    assert_true(req.in.keep_alive_ms == ENGINE_KEEP_ALIVE_UNSET);
     assert_false(req.stream);
     assert_false(req.include_usage);
     assert_null(req.user);
@@ -550,7 +550,7 @@ static void test_parse_nulls_mean_not_given(void **state)
 {
     (void)state;
     struct api_request req;
-    parse_ok(API_CHAT,
+    parse_ok(ENGINE_CHAT,
              CHAT(",\"max_tokens\":null,\"max_completion_tokens\":null,\"temperature\":null,"
                   "\"top_p\":null,\"top_k\":null,\"min_p\":null,\"seed\":null,"
                   "\"presence_penalty\":null,\"frequency_penalty\":null,\"stop\":null,\"n\":null,"
@@ -558,10 +558,10 @@ static void test_parse_nulls_mean_not_given(void **state)
                   "\"response_format\":null,\"stream\":null,\"stream_options\":null,"
                   "\"user\":null"),
              &req);
-    assert_int_equal(req.sampling.max_tokens, -1);
-    assert_float_equal(req.sampling.temperature, 1.0f, 0);
-    assert_false(req.sampling.has_seed);
-    assert_int_equal(req.sampling.n_stop, 0);
+    assert_int_equal(req.in.sampling.max_tokens, -1);
+    assert_float_equal(req.in.sampling.temperature, 1.0f, 0);
+    assert_false(req.in.sampling.has_seed);
+    assert_int_equal(req.in.sampling.n_stop, 0);
     assert_false(req.stream);
     assert_null(req.user);
     api_request_free(&req);
@@ -572,58 +572,58 @@ static void test_parse_sampling_edges(void **state)
     (void)state;
     struct api_request req;
     /* Integers where floats are expected; bounds are inclusive. */
-    parse_ok(API_CHAT,
+    parse_ok(ENGINE_CHAT,
              CHAT(",\"temperature\":2,\"top_p\":0,\"min_p\":1,\"presence_penalty\":-2,"
                   "\"frequency_penalty\":2,\"max_tokens\":7,\"seed\":12345,\"top_k\":0"),
              &req);
-    assert_float_equal(req.sampling.temperature, 2.0f, 0);
-    assert_float_equal(req.sampling.top_p, 0.0f, 0);
-    assert_float_equal(req.sampling.min_p, 1.0f, 0);
-    assert_float_equal(req.sampling.presence_penalty, -2.0f, 0);
-    assert_int_equal(req.sampling.max_tokens, 7);
-    assert_true(req.sampling.has_seed);
-    assert_int_equal(req.sampling.seed, 12345);
+    assert_float_equal(req.in.sampling.temperature, 2.0f, 0);
+    assert_float_equal(req.in.sampling.top_p, 0.0f, 0);
+    assert_float_equal(req.in.sampling.min_p, 1.0f, 0);
+    assert_float_equal(req.in.sampling.presence_penalty, -2.0f, 0);
+    assert_int_equal(req.in.sampling.max_tokens, 7);
+    assert_true(req.in.sampling.has_seed);
+    assert_int_equal(req.in.sampling.seed, 12345);
     api_request_free(&req);
 
     /* 1e0 is a JSON real, so not an integer. */
     struct corral_err err;
-    assert_int_equal(parse(API_CHAT, CHAT(",\"top_k\":1e0"), &req, &err), CORRAL_INVALID_REQUEST);
+    assert_int_equal(parse(ENGINE_CHAT, CHAT(",\"top_k\":1e0"), &req, &err), CORRAL_INVALID_REQUEST);
     assert_string_equal(err.param, "top_k");
     /* temperature 0 = greedy; huge counts saturate at INT32_MAX. */
-    parse_ok(API_CHAT, CHAT(",\"temperature\":0,\"max_tokens\":99999999999"), &req);
-    assert_float_equal(req.sampling.temperature, 0.0f, 0);
-    assert_int_equal(req.sampling.max_tokens, INT32_MAX);
+    parse_ok(ENGINE_CHAT, CHAT(",\"temperature\":0,\"max_tokens\":99999999999"), &req);
+    assert_float_equal(req.in.sampling.temperature, 0.0f, 0);
+    assert_int_equal(req.in.sampling.max_tokens, INT32_MAX);
     api_request_free(&req);
 
     /* max_tokens alone, seed at the int64 extremes. */
-    parse_ok(API_CHAT, CHAT(",\"max_tokens\":5,\"seed\":9223372036854775807"), &req);
-    assert_int_equal(req.sampling.max_tokens, 5);
-    assert_true(req.sampling.seed == (uint64_t)INT64_MAX);
+    parse_ok(ENGINE_CHAT, CHAT(",\"max_tokens\":5,\"seed\":9223372036854775807"), &req);
+    assert_int_equal(req.in.sampling.max_tokens, 5);
+    assert_true(req.in.sampling.seed == (uint64_t)INT64_MAX);
     api_request_free(&req);
-    parse_ok(API_CHAT, CHAT(",\"seed\":-9223372036854775808,\"seed\":0"), &req);
-    assert_true(req.sampling.has_seed);
-    assert_int_equal(req.sampling.seed, 0); /* duplicate keys: the last wins */
+    parse_ok(ENGINE_CHAT, CHAT(",\"seed\":-9223372036854775808,\"seed\":0"), &req);
+    assert_true(req.in.sampling.has_seed);
+    assert_int_equal(req.in.sampling.seed, 0); /* duplicate keys: the last wins */
     api_request_free(&req);
 
     /* stop as a lone string; an empty one is skipped; all-empty array. */
-    parse_ok(API_CHAT, CHAT(",\"stop\":\"\\nUser:\""), &req);
-    assert_int_equal(req.sampling.n_stop, 1);
-    assert_string_equal(req.sampling.stop[0], "\nUser:");
+    parse_ok(ENGINE_CHAT, CHAT(",\"stop\":\"\\nUser:\""), &req);
+    assert_int_equal(req.in.sampling.n_stop, 1);
+    assert_string_equal(req.in.sampling.stop[0], "\nUser:");
     api_request_free(&req);
-    parse_ok(API_CHAT, CHAT(",\"stop\":\"\""), &req);
-    assert_int_equal(req.sampling.n_stop, 0);
+    parse_ok(ENGINE_CHAT, CHAT(",\"stop\":\"\""), &req);
+    assert_int_equal(req.in.sampling.n_stop, 0);
     api_request_free(&req);
-    parse_ok(API_CHAT, CHAT(",\"stop\":[\"\",\"\"]"), &req);
-    assert_int_equal(req.sampling.n_stop, 0);
+    parse_ok(ENGINE_CHAT, CHAT(",\"stop\":[\"\",\"\"]"), &req);
+    assert_int_equal(req.in.sampling.n_stop, 0);
     api_request_free(&req);
-    parse_ok(API_CHAT, CHAT(",\"stop\":[\"a\",\"b\",\"c\",\"d\"]"), &req);
-    assert_int_equal(req.sampling.n_stop, 4);
-    assert_string_equal(req.sampling.stop[3], "d");
+    parse_ok(ENGINE_CHAT, CHAT(",\"stop\":[\"a\",\"b\",\"c\",\"d\"]"), &req);
+    assert_int_equal(req.in.sampling.n_stop, 4);
+    assert_string_equal(req.in.sampling.stop[3], "d");
     api_request_free(&req);
 
     /* response_format text; logprobs false. */
-    parse_ok(API_CHAT, CHAT(",\"response_format\":{\"type\":\"text\"},\"logprobs\":false"), &req);
-    assert_false(req.sampling.json_object);
+    parse_ok(ENGINE_CHAT, CHAT(",\"response_format\":{\"type\":\"text\"},\"logprobs\":false"), &req);
+    assert_false(req.in.sampling.json_object);
     api_request_free(&req);
 }
 
@@ -632,18 +632,18 @@ static void test_parse_stream_options(void **state)
     (void)state;
     struct api_request req;
     /* Without stream, stream_options is ignored, even a malformed one. */
-    parse_ok(API_CHAT, CHAT(",\"stream_options\":{\"include_usage\":true}"), &req);
+    parse_ok(ENGINE_CHAT, CHAT(",\"stream_options\":{\"include_usage\":true}"), &req);
     assert_false(req.stream);
     assert_false(req.include_usage);
     api_request_free(&req);
-    parse_ok(API_CHAT, CHAT(",\"stream\":false,\"stream_options\":5"), &req);
+    parse_ok(ENGINE_CHAT, CHAT(",\"stream\":false,\"stream_options\":5"), &req);
     assert_false(req.stream);
     api_request_free(&req);
-    parse_ok(API_CHAT, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":false}"), &req);
+    parse_ok(ENGINE_CHAT, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":false}"), &req);
     assert_true(req.stream);
     assert_false(req.include_usage);
     api_request_free(&req);
-    parse_ok(API_CHAT, CHAT(",\"stream\":true,\"stream_options\":{}"), &req);
+    parse_ok(ENGINE_CHAT, CHAT(",\"stream\":true,\"stream_options\":{}"), &req);
     assert_true(req.stream);
     assert_false(req.include_usage);
     api_request_free(&req);
@@ -653,7 +653,7 @@ static void test_parse_completion(void **state)
 {
     (void)state;
     struct api_request req;
-    parse_ok(API_COMPLETION,
+    parse_ok(ENGINE_COMPLETION,
              "{\"model\":\"gpt\",\"prompt\":\"Once upon\",\"echo\":false,\"suffix\":\"\","
              "\"best_of\":1,\"logprobs\":null,\"max_tokens\":16,\"temperature\":0.7,"
              "\"top_p\":0.5,\"top_k\":3,\"min_p\":0.1,\"seed\":7,\"presence_penalty\":0.5,"
@@ -661,48 +661,48 @@ static void test_parse_completion(void **state)
              "\"stream_options\":{\"include_usage\":true},\"user\":\"bob\","
              "\"response_format\":{\"type\":\"json_object\"}}",
              &req);
-    assert_int_equal(req.kind, API_COMPLETION);
+    assert_int_equal(req.in.kind, ENGINE_COMPLETION);
     assert_string_equal(req.model, "gpt");
-    assert_string_equal(req.prompt, "Once upon");
-    assert_null(req.prompt_tokens);
-    assert_int_equal(req.n_prompt_tokens, 0);
-    assert_int_equal(req.sampling.max_tokens, 16);
-    assert_float_equal(req.sampling.temperature, 0.7f, 0);
-    assert_float_equal(req.sampling.top_p, 0.5f, 0);
-    assert_int_equal(req.sampling.top_k, 3);
-    assert_float_equal(req.sampling.min_p, 0.1f, 0);
-    assert_int_equal(req.sampling.seed, 7);
-    assert_float_equal(req.sampling.presence_penalty, 0.5f, 0);
-    assert_float_equal(req.sampling.frequency_penalty, -0.5f, 0);
-    assert_int_equal(req.sampling.n_stop, 1);
-    assert_string_equal(req.sampling.stop[0], "END");
-    assert_true(req.sampling.json_object);
+    assert_string_equal(req.in.prompt, "Once upon");
+    assert_null(req.in.prompt_tokens);
+    assert_int_equal(req.in.n_prompt_tokens, 0);
+    assert_int_equal(req.in.sampling.max_tokens, 16);
+    assert_float_equal(req.in.sampling.temperature, 0.7f, 0);
+    assert_float_equal(req.in.sampling.top_p, 0.5f, 0);
+    assert_int_equal(req.in.sampling.top_k, 3);
+    assert_float_equal(req.in.sampling.min_p, 0.1f, 0);
+    assert_int_equal(req.in.sampling.seed, 7);
+    assert_float_equal(req.in.sampling.presence_penalty, 0.5f, 0);
+    assert_float_equal(req.in.sampling.frequency_penalty, -0.5f, 0);
+    assert_int_equal(req.in.sampling.n_stop, 1);
+    assert_string_equal(req.in.sampling.stop[0], "END");
+    assert_true(req.in.sampling.json_object);
     assert_true(req.stream);
     assert_true(req.include_usage);
     assert_string_equal(req.user, "bob");
-    assert_null(req.messages);
+    assert_null(req.in.messages);
     api_request_free(&req);
 
-    parse_ok(API_COMPLETION, "{\"model\":\"m\",\"prompt\":[\"only one\"],\"suffix\":null}", &req);
-    assert_string_equal(req.prompt, "only one");
+    parse_ok(ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[\"only one\"],\"suffix\":null}", &req);
+    assert_string_equal(req.in.prompt, "only one");
     api_request_free(&req);
 
-    parse_ok(API_COMPLETION, "{\"model\":\"m\",\"prompt\":\"\"}", &req);
-    assert_string_equal(req.prompt, "");
+    parse_ok(ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":\"\"}", &req);
+    assert_string_equal(req.in.prompt, "");
     api_request_free(&req);
 
-    parse_ok(API_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,0,2147483647]}", &req);
-    assert_null(req.prompt);
-    assert_int_equal(req.n_prompt_tokens, 3);
-    assert_int_equal(req.prompt_tokens[0], 1);
-    assert_int_equal(req.prompt_tokens[1], 0);
-    assert_int_equal(req.prompt_tokens[2], INT32_MAX);
+    parse_ok(ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,0,2147483647]}", &req);
+    assert_null(req.in.prompt);
+    assert_int_equal(req.in.n_prompt_tokens, 3);
+    assert_int_equal(req.in.prompt_tokens[0], 1);
+    assert_int_equal(req.in.prompt_tokens[1], 0);
+    assert_int_equal(req.in.prompt_tokens[2], INT32_MAX);
     api_request_free(&req);
 
-    parse_ok(API_COMPLETION, "{\"model\":\"m\",\"prompt\":[[4,5]],\"logprobs\":false}", &req);
-    assert_int_equal(req.n_prompt_tokens, 2);
-    assert_int_equal(req.prompt_tokens[0], 4);
-    assert_int_equal(req.prompt_tokens[1], 5);
+    parse_ok(ENGINE_COMPLETION, "{\"model\":\"m\",\"prompt\":[[4,5]],\"logprobs\":false}", &req);
+    assert_int_equal(req.in.n_prompt_tokens, 2);
+    assert_int_equal(req.in.prompt_tokens[0], 4);
+    assert_int_equal(req.in.prompt_tokens[1], 5);
     api_request_free(&req);
 }
 
@@ -710,27 +710,27 @@ static void test_parse_embedding(void **state)
 {
     (void)state;
     struct api_request req;
-    parse_ok(API_EMBEDDING, "{\"model\":\"e5\",\"input\":\"hello world\",\"user\":\"u1\","
+    parse_ok(ENGINE_EMBEDDING, "{\"model\":\"e5\",\"input\":\"hello world\",\"user\":\"u1\","
                             "\"encoding_format\":\"float\",\"dimensions\":null}",
              &req);
-    assert_int_equal(req.kind, API_EMBEDDING);
+    assert_int_equal(req.in.kind, ENGINE_EMBEDDING);
     assert_string_equal(req.model, "e5");
-    assert_int_equal(req.n_inputs, 1);
-    assert_string_equal(req.inputs[0], "hello world");
+    assert_int_equal(req.in.n_inputs, 1);
+    assert_string_equal(req.in.inputs[0], "hello world");
     assert_false(req.encoding_base64);
     assert_string_equal(req.user, "u1");
     /* Sampling fields keep their defaults for embeddings. */
-    assert_int_equal(req.sampling.max_tokens, -1);
+    assert_int_equal(req.in.sampling.max_tokens, -1);
     api_request_free(&req);
 
-    parse_ok(API_EMBEDDING,
+    parse_ok(ENGINE_EMBEDDING,
              "{\"model\":\"e5\",\"input\":[\"a\",\"b c\",\"\\u00fc\"],\"encoding_format\":\"base64\","
              "\"temperature\":99}",
              &req); /* sampling fields are not looked at for embeddings */
-    assert_int_equal(req.n_inputs, 3);
-    assert_string_equal(req.inputs[0], "a");
-    assert_string_equal(req.inputs[1], "b c");
-    assert_string_equal(req.inputs[2], "\xc3\xbc");
+    assert_int_equal(req.in.n_inputs, 3);
+    assert_string_equal(req.in.inputs[0], "a");
+    assert_string_equal(req.in.inputs[1], "b c");
+    assert_string_equal(req.in.inputs[2], "\xc3\xbc");
     assert_true(req.encoding_base64);
     assert_null(req.user);
     api_request_free(&req);
@@ -744,15 +744,15 @@ static void test_parse_body_len_and_null(void **state)
     /* Only len bytes are read: trailing garbage past len is not seen. */
     const char *body = CHAT("") "GARBAGE";
     size_t len = strlen(body) - strlen("GARBAGE");
-    assert_int_equal(api_request_parse(API_CHAT, body, len, &req, &err), CORRAL_OK);
+    assert_int_equal(api_request_parse(ENGINE_CHAT, body, len, &req, &err), CORRAL_OK);
     assert_string_equal(req.model, "m");
     api_request_free(&req);
     /* ...but garbage inside len is. */
-    assert_int_equal(api_request_parse(API_CHAT, body, strlen(body), &req, &err),
+    assert_int_equal(api_request_parse(ENGINE_CHAT, body, strlen(body), &req, &err),
                      CORRAL_INVALID_JSON);
-    assert_int_equal(api_request_parse(API_CHAT, NULL, 0, &req, &err), CORRAL_INVALID_JSON);
+    assert_int_equal(api_request_parse(ENGINE_CHAT, NULL, 0, &req, &err), CORRAL_INVALID_JSON);
     /* err may be NULL. */
-    assert_int_equal(api_request_parse(API_CHAT, "{}", 2, &req, NULL), CORRAL_INVALID_REQUEST);
+    assert_int_equal(api_request_parse(ENGINE_CHAT, "{}", 2, &req, NULL), CORRAL_INVALID_REQUEST);
     struct api_request zero;
     memset(&zero, 0, sizeof zero);
     api_request_free(&zero);
@@ -764,9 +764,9 @@ static void test_parse_body_len_and_null(void **state)
 static void test_completion_json_chat(void **state)
 {
     (void)state;
-    struct api_usage u = {.prompt_tokens = 12, .completion_tokens = 5, .cached_tokens = 8};
+    struct engine_usage u = {.prompt_tokens = 12, .completion_tokens = 5, .cached_tokens = 8};
     const char *text = "Hello \"world\"\n\tend";
-    json_t *j = load_out(api_completion_json(API_CHAT, "chatcmpl-abc", 1700000000, "llama",
+    json_t *j = load_out(api_completion_json(ENGINE_CHAT, "chatcmpl-abc", 1700000000, "llama",
                                              text, strlen(text), "stop", &u));
     assert_string_equal(jstr(j, "id"), "chatcmpl-abc");
     assert_string_equal(jstr(j, "object"), "chat.completion");
@@ -793,10 +793,10 @@ static void test_completion_json_chat(void **state)
 static void test_completion_json_text(void **state)
 {
     (void)state;
-    struct api_usage u = {.prompt_tokens = 3, .completion_tokens = 16, .cached_tokens = 0};
+    struct engine_usage u = {.prompt_tokens = 3, .completion_tokens = 16, .cached_tokens = 0};
     /* text_len counts: an embedded NUL is kept, bytes past len are not. */
     const char text[] = "ab\0cdXYZ";
-    json_t *j = load_out(api_completion_json(API_COMPLETION, "cmpl-1", 5, "m", text, 5,
+    json_t *j = load_out(api_completion_json(ENGINE_COMPLETION, "cmpl-1", 5, "m", text, 5,
                                              "length", &u));
     assert_string_equal(jstr(j, "object"), "text_completion");
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);
@@ -811,7 +811,7 @@ static void test_completion_json_text(void **state)
     json_decref(j);
 
     /* NULL finish_reason -> null; NULL usage -> zeros; NULL text -> "". */
-    j = load_out(api_completion_json(API_COMPLETION, "cmpl-2", 0, "m", NULL, 0, NULL, NULL));
+    j = load_out(api_completion_json(ENGINE_COMPLETION, "cmpl-2", 0, "m", NULL, 0, NULL, NULL));
     c = json_array_get(json_object_get(j, "choices"), 0);
     assert_jnull(c, "finish_reason");
     assert_string_equal(jstr(c, "text"), "");
@@ -823,7 +823,7 @@ static void test_completion_json_text(void **state)
 /* Build a chat completion around raw bytes and return its content. */
 static char *roundtrip_text(const char *bytes, size_t n)
 {
-    json_t *j = load_out(api_completion_json(API_CHAT, "id", 0, "m", bytes, n, "stop", NULL));
+    json_t *j = load_out(api_completion_json(ENGINE_CHAT, "id", 0, "m", bytes, n, "stop", NULL));
     json_t *msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
     char *s = strdup(json_string_value(json_object_get(msg, "content")));
     json_decref(j);
@@ -859,7 +859,7 @@ static void test_invalid_utf8_replaced(void **state)
     }
 
     /* Chunks and the embeddings model name are cleaned the same way. */
-    json_t *j = load_out(api_chunk_json(API_CHAT, "id", 0, "m\xfe", false, "x\xc3", 2, NULL,
+    json_t *j = load_out(api_chunk_json(ENGINE_CHAT, "id", 0, "m\xfe", false, "x\xc3", 2, NULL,
                                         false, NULL, false));
     json_t *delta = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta");
     assert_string_equal(jstr(delta, "content"), "x" FFFD);
@@ -872,7 +872,7 @@ static void test_chunk_json_chat(void **state)
     (void)state;
     /* First chunk: role only. */
     json_t *j = load_out(
-        api_chunk_json(API_CHAT, "chatcmpl-x", 42, "m", true, NULL, 0, NULL, false, NULL, false));
+        api_chunk_json(ENGINE_CHAT, "chatcmpl-x", 42, "m", true, NULL, 0, NULL, false, NULL, false));
     assert_string_equal(jstr(j, "object"), "chat.completion.chunk");
     assert_string_equal(jstr(j, "id"), "chatcmpl-x");
     assert_int_equal(jint(j, "created"), 42);
@@ -888,7 +888,7 @@ static void test_chunk_json_chat(void **state)
     json_decref(j);
 
     /* Content chunk with usage: null (include_usage on). */
-    j = load_out(api_chunk_json(API_CHAT, "chatcmpl-x", 42, "m", false, "Hel", 3, NULL, true,
+    j = load_out(api_chunk_json(ENGINE_CHAT, "chatcmpl-x", 42, "m", false, "Hel", 3, NULL, true,
                                 NULL, false));
     assert_jnull(j, "usage");
     delta = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta");
@@ -898,7 +898,7 @@ static void test_chunk_json_chat(void **state)
 
     /* Role and content together; empty content is still content. */
     j = load_out(
-        api_chunk_json(API_CHAT, "id", 0, "m", true, "", 0, NULL, false, NULL, false));
+        api_chunk_json(ENGINE_CHAT, "id", 0, "m", true, "", 0, NULL, false, NULL, false));
     delta = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta");
     assert_int_equal(json_object_size(delta), 2);
     assert_string_equal(jstr(delta, "content"), "");
@@ -906,15 +906,15 @@ static void test_chunk_json_chat(void **state)
 
     /* Final chunk: empty delta, finish_reason. */
     j = load_out(
-        api_chunk_json(API_CHAT, "id", 0, "m", false, NULL, 0, "length", false, NULL, false));
+        api_chunk_json(ENGINE_CHAT, "id", 0, "m", false, NULL, 0, "length", false, NULL, false));
     c = json_array_get(json_object_get(j, "choices"), 0);
     assert_int_equal(json_object_size(json_object_get(c, "delta")), 0);
     assert_string_equal(jstr(c, "finish_reason"), "length");
     json_decref(j);
 
     /* Usage chunk: choices [] and a usage object (wins over usage null). */
-    struct api_usage u = {.prompt_tokens = 4, .completion_tokens = 6, .cached_tokens = 2};
-    j = load_out(api_chunk_json(API_CHAT, "id", 0, "m", false, NULL, 0, NULL, true, &u, true));
+    struct engine_usage u = {.prompt_tokens = 4, .completion_tokens = 6, .cached_tokens = 2};
+    j = load_out(api_chunk_json(ENGINE_CHAT, "id", 0, "m", false, NULL, 0, NULL, true, &u, true));
     json_t *choices = json_object_get(j, "choices");
     assert_true(json_is_array(choices));
     assert_int_equal(json_array_size(choices), 0);
@@ -929,7 +929,7 @@ static void test_chunk_json_chat(void **state)
 static void test_chunk_json_completion(void **state)
 {
     (void)state;
-    json_t *j = load_out(api_chunk_json(API_COMPLETION, "cmpl-9", 7, "m", true, " there", 6,
+    json_t *j = load_out(api_chunk_json(ENGINE_COMPLETION, "cmpl-9", 7, "m", true, " there", 6,
                                         NULL, false, NULL, false));
     assert_string_equal(jstr(j, "object"), "text_completion");
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);
@@ -941,7 +941,7 @@ static void test_chunk_json_completion(void **state)
     json_decref(j);
 
     j = load_out(
-        api_chunk_json(API_COMPLETION, "cmpl-9", 7, "m", false, NULL, 0, "stop", true, NULL, false));
+        api_chunk_json(ENGINE_COMPLETION, "cmpl-9", 7, "m", false, NULL, 0, "stop", true, NULL, false));
     c = json_array_get(json_object_get(j, "choices"), 0);
     assert_string_equal(jstr(c, "text"), "");
     assert_string_equal(jstr(c, "finish_reason"), "stop");

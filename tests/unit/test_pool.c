@@ -305,9 +305,9 @@ struct call {
 
 /* Submit a completion (with a raw body when body is set) as a transport would. */
 static void submit_body(struct fx *x, const char *id, struct call *c, int64_t keep_alive_ms, const char *body) {
-    struct api_request in;
+    struct engine_input in;
     memset(&in, 0, sizeof in);
-    in.kind = API_COMPLETION;
+    in.kind = ENGINE_COMPLETION;
     in.keep_alive_ms = keep_alive_ms;
     c->req = engine_req_new(&in, 1024);
     assert_non_null(c->req);
@@ -382,14 +382,14 @@ static void test_load_serve_unload(void **state) {
     struct fx x;
     fx_start(&x, 1, 1, 4);
     struct call c;
-    submit(&x, "a", &c, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &c, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(c.st, CORRAL_OK);
     struct fake *f = fake_of("a");
     wait_held(f, 1);
     wait_status(&x, "a", POOL_LOADED);
     /* an in-process model keeps no raw body */
     struct call k;
-    submit_body(&x, "a", &k, API_KEEP_ALIVE_UNSET, "{\"model\":\"a\",\"prompt\":\"x\"}");
+    submit_body(&x, "a", &k, ENGINE_KEEP_ALIVE_UNSET, "{\"model\":\"a\",\"prompt\":\"x\"}");
     assert_int_equal(k.st, CORRAL_OK);
     size_t blen = 1;
     assert_null(engine_req_body(k.req, &blen));
@@ -401,7 +401,7 @@ static void test_load_serve_unload(void **state) {
     assert_false(unloaded); /* in flight: unloads when it ends */
     assert_int_equal(status_of(&x, "a"), POOL_UNLOADING);
     struct call refused;
-    submit(&x, "a", &refused, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &refused, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(refused.st, CORRAL_UNAVAILABLE);
     assert_null(refused.pin);
     engine_req_release(refused.req);
@@ -418,7 +418,7 @@ static void test_forced_unload_then_load_serves_again(void **state) {
     struct fx x;
     fx_start(&x, 1, 1, 4);
     struct call c;
-    submit(&x, "a", &c, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &c, ENGINE_KEEP_ALIVE_UNSET);
     struct fake *f = fake_of("a");
     wait_held(f, 1);
     bool unloaded;
@@ -429,7 +429,7 @@ static void test_forced_unload_then_load_serves_again(void **state) {
     assert_int_equal(pool_load(x.pool, "a", &st, &err), CORRAL_OK); /* before the transport lets go */
     /* a request now waits for the reload instead of meeting the stopped engine */
     struct call next;
-    submit(&x, "a", &next, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &next, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(next.st, CORRAL_OK);
     int first = f->serial;
     done(&x, &c); /* the cancelled request's transport lets go: unload, then load again */
@@ -462,14 +462,14 @@ static void test_engine_stops_without_the_pool_lock(void **state) {
     struct fx x;
     fx_start(&x, 2, 2, 4);
     struct call b;
-    submit(&x, "b", &b, API_KEEP_ALIVE_UNSET); /* b is loaded and stays */
+    submit(&x, "b", &b, ENGINE_KEEP_ALIVE_UNSET); /* b is loaded and stays */
     struct fake *fb = fake_of("b");
     wait_held(fb, 1);
     finish_all(fb);
     done(&x, &b);
     set_open(false, false, true); /* a's engine takes "for ever" to stop */
     struct call c;
-    submit(&x, "a", &c, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &c, ENGINE_KEEP_ALIVE_UNSET);
     struct fake *f = fake_of("a");
     wait_held(f, 1);
     bool unloaded;
@@ -497,7 +497,7 @@ static void test_engine_stops_without_the_pool_lock(void **state) {
     }
     assert_true(pr.answered);
     pthread_join(t, NULL);
-    submit(&x, "b", &b, API_KEEP_ALIVE_UNSET);
+    submit(&x, "b", &b, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(b.st, CORRAL_OK);
     wait_held(fb, 1);
     finish_all(fb);
@@ -516,18 +516,18 @@ static void test_replaced_file_while_draining_moves_waiting_requests(void **stat
     struct fx x;
     fx_start(&x, 2, 1, 4); /* room for one model */
     struct call a1;
-    submit(&x, "a", &a1, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &a1, ENGINE_KEEP_ALIVE_UNSET);
     struct fake *fa = fake_of("a");
     wait_held(fa, 1);
     /* b waits for a's room; after POOL_STARVE_MS a drains and new requests
      * for a wait for its reload */
     struct call b1;
-    submit(&x, "b", &b1, API_KEEP_ALIVE_UNSET);
+    submit(&x, "b", &b1, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(b1.st, CORRAL_OK);
     struct timespec ts = {2, 300 * 1000000L};
     nanosleep(&ts, NULL);
     struct call a2;
-    submit(&x, "a", &a2, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &a2, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(a2.st, CORRAL_OK);
     assert_int_equal(held(fa), 1); /* waiting, not in the draining engine */
     /* a's file changes: the next request retires the old record */
@@ -535,7 +535,7 @@ static void test_replaced_file_while_draining_moves_waiting_requests(void **stat
     nanosleep(&later, NULL);
     copy_file(getenv("CORRAL_TEST_MODEL"), x.path[0]);
     struct call a3;
-    submit(&x, "a", &a3, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &a3, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(a3.st, CORRAL_OK);
     /* a's first request ends: the old engine goes, b loads, serves, then
      * the new a loads and serves both waiting requests */
@@ -589,16 +589,16 @@ static void test_waiting_for_a_load_is_bounded(void **state) {
     set_open(true, false, false);
     struct call c[4];
     for (int i = 0; i < 3; i++) {
-        submit(&x, "a", &c[i], API_KEEP_ALIVE_UNSET);
+        submit(&x, "a", &c[i], ENGINE_KEEP_ALIVE_UNSET);
         assert_int_equal(c[i].st, CORRAL_OK);
     }
-    submit(&x, "a", &c[3], API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &c[3], ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(c[3].st, CORRAL_OVERLOADED);
     assert_non_null(strstr(c[3].err.message, "waiting for model 'a' to load"));
     engine_req_release(c[3].req);
     /* a client that leaves frees its place */
     done(&x, &c[0]);
-    submit(&x, "a", &c[0], API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &c[0], ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(c[0].st, CORRAL_OK);
     set_open(true, true, false);
     struct fake *f = fake_of("a");
@@ -617,7 +617,7 @@ static void test_unload_and_shutdown_stop_a_load(void **state) {
     fx_start(&x, 2, 2, 4);
     set_open(true, false, false); /* loads hang until stopped */
     struct call a;
-    submit(&x, "a", &a, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &a, ENGINE_KEEP_ALIVE_UNSET);
     wait_status(&x, "a", POOL_LOADING);
     struct timespec ts = {0, 50 * 1000000L};
     nanosleep(&ts, NULL);
@@ -629,7 +629,7 @@ static void test_unload_and_shutdown_stop_a_load(void **state) {
     done(&x, &a);
 
     struct call b;
-    submit(&x, "b", &b, API_KEEP_ALIVE_UNSET);
+    submit(&x, "b", &b, ENGINE_KEEP_ALIVE_UNSET);
     nanosleep(&ts, NULL);
     int64_t t0 = time_now_ms();
     pool_close(x.pool);
@@ -638,7 +638,7 @@ static void test_unload_and_shutdown_stop_a_load(void **state) {
     engine_req_error(b.req, &e2);
     assert_non_null(strstr(e2.message, "shutting down"));
     struct call late;
-    submit(&x, "a", &late, API_KEEP_ALIVE_UNSET);
+    submit(&x, "a", &late, ENGINE_KEEP_ALIVE_UNSET);
     assert_int_equal(late.st, CORRAL_UNAVAILABLE);
     engine_req_release(late.req);
     done(&x, &b);

@@ -1,0 +1,75 @@
+/* input.h - what the engine is asked to do: the request description every
+ * backend reads (messages or a prompt or embedding inputs, sampling,
+ * keep-alive), and the token counts it reports back.
+ *
+ * The API layer fills it from a client's request (api/openai.c); the engine
+ * knows nothing of the OpenAI wire format or of any transport.
+ */
+#ifndef CORRAL_ENGINE_INPUT_H
+#define CORRAL_ENGINE_INPUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENGINE_MAX_STOP 4
+
+enum engine_kind { ENGINE_CHAT = 0, ENGINE_COMPLETION, ENGINE_EMBEDDING };
+
+struct engine_message {
+    char *role;    /* "system", "user", "assistant" (also "developer", "tool") */
+    char *content; /* never NULL (may be "") */
+};
+
+/* Sampling and stopping, with the OpenAI defaults where a request is silent. */
+struct engine_sampling {
+    int32_t max_tokens;      /* -1 = not given (generate until EOS or context full) */
+    float temperature;       /* default 1.0; 0 = greedy */
+    float top_p;             /* default 1.0 */
+    int32_t top_k;           /* default 0 = off */
+    float min_p;             /* default 0 = off */
+    float presence_penalty;  /* default 0, range [-2, 2] */
+    float frequency_penalty; /* default 0, range [-2, 2] */
+    bool has_seed;
+    uint64_t seed;
+    char *stop[ENGINE_MAX_STOP]; /* non-empty strings */
+    int n_stop;
+    bool json_object; /* output constrained to a JSON object */
+    bool ignore_eos;  /* keep generating past end-of-generation tokens */
+};
+
+struct engine_input {
+    enum engine_kind kind;
+
+    /* ENGINE_CHAT */
+    struct engine_message *messages;
+    size_t n_messages;
+
+    /* ENGINE_COMPLETION: exactly one of prompt / prompt_tokens is set */
+    char *prompt;
+    int32_t *prompt_tokens;
+    size_t n_prompt_tokens;
+
+    /* ENGINE_EMBEDDING */
+    char **inputs;
+    size_t n_inputs;
+
+    struct engine_sampling sampling;
+    /* how long the model stays loaded after this request, ms (0 = unload
+     * when done, -1 = never); ENGINE_KEEP_ALIVE_UNSET = the model's own */
+    int64_t keep_alive_ms;
+};
+
+#define ENGINE_KEEP_ALIVE_UNSET INT64_MIN
+
+/* Token counts of one request. */
+struct engine_usage {
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t cached_tokens; /* prompt tokens served from the KV cache */
+};
+
+/* Free what in points to; safe on a zeroed struct (which it leaves zeroed). */
+void engine_input_free(struct engine_input *in);
+
+#endif
