@@ -123,6 +123,10 @@ static const struct opt server_opts[] = {
          1024LL * 1024 * 1024 * 1024),
     SOPT("shutdown_timeout", "CORRAL_SHUTDOWN_TIMEOUT", "--shutdown-timeout", OPT_DURATION, shutdown_timeout_ms,
          0, 24LL * 3600 * 1000),
+    /* JSON-RPC (WebSocket and stdio) */
+    SOPT("max_rpc_message", "CORRAL_MAX_RPC_MESSAGE", "--max-rpc-message", OPT_SIZE, max_rpc_message, 0,
+         1024LL * 1024 * 1024),
+    SOPT("rpc_max_inflight", "CORRAL_RPC_MAX_INFLIGHT", "--rpc-max-inflight", OPT_INT, rpc_max_inflight, 1, 4096),
 };
 
 static const struct opt model_opts[] = {
@@ -557,6 +561,8 @@ void config_defaults(struct config *cfg)
     cfg->max_connections_per_ip = 64;
     cfg->request_memory = 256 * MIB;
     cfg->shutdown_timeout_ms = 30 * 1000;
+    cfg->max_rpc_message = 0; /* the body limit */
+    cfg->rpc_max_inflight = 16;
     cfg->preload = NULL;
     cfg->n_preload = 0;
     cfg->n_models = 0;

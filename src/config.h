@@ -14,7 +14,8 @@
  *                     pressure_file, meminfo_file, state_dir,
  *                     cors_origins, allowed_hosts, header_timeout,
  *                     body_timeout, max_connections, max_connections_per_ip,
- *                     request_memory, shutdown_timeout
+ *                     request_memory, shutdown_timeout, max_rpc_message,
+ *                     rpc_max_inflight
  *   [model.ID]        path (required unless command or upstream), parallel,
  *                     ctx, threads, n_gpu_layers, flash_attn, chat_template, batch,
  *                     preload, keep_alive; a child server: command,
@@ -154,6 +155,8 @@ struct config {
     size_t request_memory;     /* request bytes held while receiving, all connections
                                 * together; default 256 MiB (at least body_limit) */
     int64_t shutdown_timeout_ms; /* SIGTERM: how long requests in flight may finish; default 30 s */
+    size_t max_rpc_message; /* largest JSON-RPC message (WebSocket or stdio line); 0 (default) = body_limit */
+    int rpc_max_inflight;   /* JSON-RPC calls in flight per connection; default 16 */
     char **preload;      /* ids from CORRAL_PRELOAD then --preload (both
                           * count), deduplicated, in order; valid ids but not
                           * checked against models (models_dir models are

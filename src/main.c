@@ -1,9 +1,11 @@
-/* main.c - the corral command line: serve, models, ps, load, unload, version. */
+/* main.c - the corral command line: serve, rpc, models, ps, load, unload, version. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -12,6 +14,8 @@
 #include "config.h"
 #include "http/server.h"
 #include "pool/pool.h"
+#include "rpc/stdio.h"
+#include "service/service.h"
 #include "util/log.h"
 #include "util/time.h"
 
@@ -22,6 +26,7 @@ static void usage(FILE *f) {
             "corral %s - a local LLM inference server with an OpenAI-compatible API\n"
             "\n"
             "usage: corral serve [options]     run the server\n"
+            "       corral rpc --stdio [options]  run the server with JSON-RPC on stdin/stdout\n"
             "       corral models [options]    list the configured models\n"
             "       corral version             print the version\n"
             "%s"
@@ -63,6 +68,8 @@ static void usage(FILE *f) {
             "  --max-connections-per-ip N  per client address (default 64; 0 = no limit)\n"
             "  --request-memory SIZE request bytes held at once, all clients (default 256M)\n"
             "  --shutdown-timeout DUR  SIGTERM: how long requests in flight may finish (default 30s)\n"
+            "  --max-rpc-message SIZE  largest JSON-RPC message (default: the body limit)\n"
+            "  --rpc-max-inflight N  JSON-RPC calls in flight per connection (default 16)\n"
             "  --log-level LEVEL     debug, info, warn, error (default info)\n",
             CORRAL_VERSION, cli_usage_text);
 }
@@ -102,11 +109,11 @@ static void raise_fd_limit(void) {
     }
 }
 
-/* Wait until the transport has no request left or the monotonic deadline
- * passes; a signal meanwhile exits at once. Returns the requests left. */
-static int wait_idle(struct http_server *srv, const sigset_t *set, int64_t deadline_ms) {
+/* Wait until no request is left or the monotonic deadline passes; a
+ * signal meanwhile exits at once. Returns the requests left. */
+static int wait_idle(struct service *svc, const sigset_t *set, int64_t deadline_ms) {
     int active;
-    while ((active = http_server_active(srv)) > 0 && time_now_ms() < deadline_ms) {
+    while ((active = service_active(svc)) > 0 && time_now_ms() < deadline_ms) {
         struct timespec ts = {0, 20 * 1000000L};
         int sig = sigtimedwait(set, NULL, &ts);
         if (sig > 0) {
@@ -118,112 +125,186 @@ static int wait_idle(struct http_server *srv, const sigset_t *set, int64_t deadl
     return active;
 }
 
-/* Graceful shutdown after the first signal: stop accepting, let requests
- * in flight finish up to shutdown_timeout, then cancel the rest (their
- * clients get an error event) and give their transports a moment to send
- * it. A second signal exits at once. Returns the exit status. */
-static int drain(struct http_server *srv, struct pool *pool, const sigset_t *set, int64_t timeout_ms) {
-    http_server_drain(srv);
-    pool_close(pool);
-    int64_t t0 = time_now_ms();
-    int active = http_server_active(srv);
-    if (active > 0)
-        log_info("draining: %d request(s) in flight, up to %lld ms (a second signal stops at once)", active,
-                 (long long)timeout_ms);
-    active = wait_idle(srv, set, t0 + timeout_ms);
-    if (active > 0) log_warn("shutdown_timeout reached: cancelling %d request(s) still running", active);
-    pool_stop(pool);
-    wait_idle(srv, set, time_now_ms() + 2000); /* the cancelled ones' error events go out */
-    log_info("drained in %lld ms", (long long)(time_now_ms() - t0));
-    return 0;
+/* What every way of serving runs: the capacity gate, the pool and the
+ * service over them. */
+struct core {
+    struct config cfg;
+    struct capacity *gate;
+    struct pool *pool;
+    struct service *svc;
+    sigset_t signals; /* SIGINT and SIGTERM, blocked in every thread */
+};
+
+static void core_stop(struct core *c) {
+    if (c->svc) service_drain(c->svc);
+    if (c->pool) pool_stop(c->pool);
 }
 
-static int cmd_serve(int argc, char **argv) {
-    struct config cfg;
-    int rc = 1;
-    struct pool *pool = NULL;
-    struct http_server *srv = NULL;
-    struct capacity *gate = NULL;
-    if (load_config(&cfg, argc, argv) != 0) {
-        config_free(&cfg);
-        return 2;
-    }
-    if (cfg.n_models == 0 && !cfg.models_dir) {
-        fprintf(stderr, "corral: no models configured; use --model ID=PATH, a [model.ID] section or --models-dir\n");
-        config_free(&cfg);
-        return 2;
-    }
+static void core_free(struct core *c) {
+    pool_free(c->pool);
+    service_free(c->svc);
+    capacity_free(c->gate);
+    config_free(&c->cfg);
+}
 
-    /* Signals are taken synchronously by this thread; every other thread
-     * inherits the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+/* Load the config and start the core. 0, or the exit status. */
+static int core_start(struct core *c, int argc, char **argv) {
+    memset(c, 0, sizeof *c);
+    if (load_config(&c->cfg, argc, argv) != 0) return 2;
+    if (c->cfg.n_models == 0 && !c->cfg.models_dir) {
+        fprintf(stderr, "corral: no models configured; use --model ID=PATH, a [model.ID] section or --models-dir\n");
+        return 2;
+    }
+    /* Signals are taken synchronously; every other thread inherits the mask. */
+    sigemptyset(&c->signals);
+    sigaddset(&c->signals, SIGINT);
+    sigaddset(&c->signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &c->signals, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
     struct corral_err err;
     corral_err_clear(&err);
     struct capacity_params cp = {
-        .cfg_max = cfg.max_concurrent,
-        .env_value = cfg.max_concurrent_env,
-        .psi_path = cfg.pressure_file,
-        .meminfo_path = cfg.meminfo_file,
+        .cfg_max = c->cfg.max_concurrent,
+        .env_value = c->cfg.max_concurrent_env,
+        .psi_path = c->cfg.pressure_file,
+        .meminfo_path = c->cfg.meminfo_file,
         .interval_ms = 1000,
     };
-    gate = capacity_new(&cp);
-    if (!gate) {
+    c->gate = capacity_new(&cp);
+    if (!c->gate) {
         fprintf(stderr, "corral: cannot start the capacity monitor\n");
-        goto out;
+        return 1;
     }
-    pool = pool_new(&cfg, gate, &err);
-    if (!pool) {
+    c->pool = pool_new(&c->cfg, c->gate, &err);
+    if (!c->pool) {
         fprintf(stderr, "corral: %s\n", err.message);
-        goto out;
+        return 1;
     }
+    struct service_params sp = {.pool = c->pool, .gate = c->gate, .queue_timeout_ms = c->cfg.queue_timeout_ms};
+    c->svc = service_new(&sp);
+    if (!c->svc) {
+        fprintf(stderr, "corral: out of memory\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* Graceful shutdown after the first signal: stop accepting, let requests
+ * in flight finish up to shutdown_timeout, then cancel the rest (their
+ * clients get an error event) and give their transports a moment to send
+ * it. A second signal exits at once. Returns the exit status. */
+static int drain(struct core *c, struct http_server *srv) {
+    service_drain(c->svc);
+    http_server_drain(srv);
+    pool_close(c->pool);
+    int64_t t0 = time_now_ms(), timeout_ms = c->cfg.shutdown_timeout_ms;
+    int active = service_active(c->svc);
+    if (active > 0)
+        log_info("draining: %d request(s) in flight, up to %lld ms (a second signal stops at once)", active,
+                 (long long)timeout_ms);
+    active = wait_idle(c->svc, &c->signals, t0 + timeout_ms);
+    if (active > 0) log_warn("shutdown_timeout reached: cancelling %d request(s) still running", active);
+    pool_stop(c->pool);
+    wait_idle(c->svc, &c->signals, time_now_ms() + 2000); /* the cancelled ones' error events go out */
+    log_info("drained in %lld ms", (long long)(time_now_ms() - t0));
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv) {
+    struct core c;
+    int rc = core_start(&c, argc, argv);
+    struct http_server *srv = NULL;
+    if (rc != 0) goto out;
+    rc = 1;
+    const struct config *cfg = &c.cfg;
+    struct corral_err err;
+    corral_err_clear(&err);
     struct http_server_params hp = {
-        .host = cfg.host,
-        .port = cfg.port,
-        .threads = cfg.http_threads,
-        .body_limit = cfg.body_limit,
-        .api_key = cfg.api_key,
-        .admin_api_key = cfg.admin_api_key,
-        .pool = pool,
-        .gate = gate,
-        .queue_timeout_ms = cfg.queue_timeout_ms,
-        .cors_origins = cfg.cors_origins,
-        .allowed_hosts = cfg.allowed_hosts,
-        .header_timeout_ms = cfg.header_timeout_ms,
-        .body_timeout_ms = cfg.body_timeout_ms,
-        .max_connections = cfg.max_connections,
-        .max_connections_per_ip = cfg.max_connections_per_ip,
-        .request_memory = cfg.request_memory,
+        .host = cfg->host,
+        .port = cfg->port,
+        .threads = cfg->http_threads,
+        .body_limit = cfg->body_limit,
+        .api_key = cfg->api_key,
+        .admin_api_key = cfg->admin_api_key,
+        .svc = c.svc,
+        .cors_origins = cfg->cors_origins,
+        .allowed_hosts = cfg->allowed_hosts,
+        .header_timeout_ms = cfg->header_timeout_ms,
+        .body_timeout_ms = cfg->body_timeout_ms,
+        .max_connections = cfg->max_connections,
+        .max_connections_per_ip = cfg->max_connections_per_ip,
+        .request_memory = cfg->request_memory,
+        .max_rpc_message = cfg->max_rpc_message,
+        .rpc_max_inflight = cfg->rpc_max_inflight,
     };
     srv = http_server_start(&hp, &err);
     if (!srv) {
         fprintf(stderr, "corral: %s\n", err.message);
         goto out;
     }
-    const char *h = cfg.host;
+    const char *h = cfg->host;
     log_info("corral %s listening on http://%s%s%s:%d (%zu models)", CORRAL_VERSION, strchr(h, ':') ? "[" : "", h,
-             strchr(h, ':') ? "]" : "", http_server_port(srv), pool_count(pool));
+             strchr(h, ':') ? "]" : "", http_server_port(srv), pool_count(c.pool));
     /* A line a parent process can wait for. */
     printf("corral: listening on port %d\n", http_server_port(srv));
     fflush(stdout);
 
     int sig = 0;
-    sigwait(&set, &sig);
+    sigwait(&c.signals, &sig);
     log_info("signal %d: shutting down", sig);
-    rc = drain(srv, pool, &set, cfg.shutdown_timeout_ms);
+    rc = drain(&c, srv);
 out:
     if (srv) http_server_drain(srv);
-    if (pool) pool_stop(pool);
+    core_stop(&c);
     http_server_stop(srv);
-    pool_free(pool);
-    capacity_free(gate);
-    config_free(&cfg);
+    core_free(&c);
+    return rc;
+}
+
+/* corral rpc --stdio [serve options]: the whole server, JSON-RPC on
+ * stdin/stdout, logs on stderr. */
+static int cmd_rpc(int argc, char **argv) {
+    bool stdio_mode = false;
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--stdio") == 0) stdio_mode = true;
+        else argv[n++] = argv[i];
+    }
+    if (!stdio_mode) {
+        fprintf(stderr, "corral rpc: say --stdio (JSON-RPC on stdin/stdout); over the network, `corral serve` "
+                        "answers JSON-RPC on ws://HOST:PORT/v1/rpc\n");
+        return 2;
+    }
+    /* The protocol owns stdout: anything else a library prints goes to stderr. */
+    int out_fd = dup(STDOUT_FILENO);
+    if (out_fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+        fprintf(stderr, "corral: cannot set up stdout\n");
+        return 1;
+    }
+    fcntl(out_fd, F_SETFD, FD_CLOEXEC);
+    struct core c;
+    int rc = core_start(&c, n, argv);
+    if (rc == 0) {
+        int sfd = signalfd(-1, &c.signals, SFD_CLOEXEC | SFD_NONBLOCK);
+        struct rpc_stdio_params p = {
+            .svc = c.svc,
+            .in_fd = STDIN_FILENO,
+            .out_fd = out_fd,
+            .signal_fd = sfd,
+            .max_message = c.cfg.max_rpc_message ? c.cfg.max_rpc_message : c.cfg.body_limit,
+            .max_inflight = c.cfg.rpc_max_inflight,
+            .shutdown_timeout_ms = c.cfg.shutdown_timeout_ms,
+        };
+        log_info("corral %s serving JSON-RPC on stdin/stdout (%zu models)", CORRAL_VERSION, pool_count(c.pool));
+        rc = rpc_stdio_run(&p);
+        if (sfd >= 0) close(sfd);
+        pool_close(c.pool);
+    }
+    core_stop(&c);
+    core_free(&c);
+    close(out_fd);
     return rc;
 }
 
@@ -244,6 +325,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "rpc") == 0) return cmd_rpc(argc - 2, argv + 2);
     if (strcmp(cmd, "models") == 0) return cmd_models(argc - 2, argv + 2);
     if (strcmp(cmd, "ps") == 0) return cli_ps(argc - 2, argv + 2);
     if (strcmp(cmd, "load") == 0) return cli_load(argc - 2, argv + 2);

@@ -222,6 +222,17 @@ int admin_metrics_text(const struct admin_view *v, struct buf *out) {
                          "Request bytes held (bodies being received and requests in flight).",
                          (double)v->request_memory);
     }
+    if (v->n_transports) {
+        rc |= admin_prom_family(out, "corral_transport_requests_total", "counter",
+                                "Requests received (HTTP requests, JSON-RPC calls), by transport.");
+        for (size_t i = 0; i < v->n_transports; i++) {
+            const char *lab[] = {"transport", v->transports[i]};
+            rc |= admin_prom_sample(out, "corral_transport_requests_total", lab, 1, (double)v->requests[i]);
+        }
+    }
+    if (v->has_rpc)
+        rc |= admin__one(out, "corral_rpc_sessions", "gauge", "JSON-RPC sessions open (WebSocket and stdio).",
+                         (double)v->rpc_sessions);
     if (v->n_codes) {
         rc |= admin_prom_family(out, "corral_http_responses_total", "counter", "HTTP responses sent, by status code.");
         for (size_t i = 0; i < v->n_codes; i++) {

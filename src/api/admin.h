@@ -35,6 +35,13 @@ struct admin_view {
     int max_connections;
     int64_t connection_timeouts;
     uint64_t request_memory;
+    /* requests received by transport: names[i] received requests[i] */
+    const char *const *transports;
+    const int64_t *requests;
+    size_t n_transports;
+    /* websocket sessions open (has_rpc false = not shown) */
+    bool has_rpc;
+    int rpc_sessions;
 };
 
 /* The /capacity object: host and effective capacity and where each came

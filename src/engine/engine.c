@@ -217,7 +217,7 @@ bool engine_req_park(struct engine_req *r, enum engine_park mode, void (*suspend
     if (park) {
         r->parked = true;
         r->park_mode = mode;
-        suspend(ctx);
+        if (suspend) suspend(ctx);
     }
     pthread_mutex_unlock(&r->mu);
     return park;

@@ -182,7 +182,8 @@ enum engine_park {
  * for has not happened yet, call suspend(ctx) under the request's lock and
  * return true; the engine's next matching change calls notify under the
  * same lock, so a wake-up can never come before the suspension. Returns
- * false when there is something to do now (nothing was suspended). */
+ * false when there is something to do now (nothing was suspended).
+ * suspend may be NULL (a transport that waits on its own wake-up). */
 bool engine_req_park(struct engine_req *r, enum engine_park mode, void (*suspend)(void *ctx), void *ctx);
 /* Longest the request may wait in its model's queue, in ms (-1 = no limit,
  * 0 = start now or not at all). Set by the transport before submitting. */

@@ -1,7 +1,7 @@
 /* internal.h - what the HTTP transport's files share (server.c: the
- * daemon, the handler and its rules; reply.c: responses; info.c: health,
- * capacity, metrics, models and admin; infer.c: inference and streaming).
- * Not for other modules. */
+ * daemon, the handler and its rules; reply.c: responses; infer.c:
+ * inference and streaming; upgrade.c: the WebSocket upgrade). Not for
+ * other modules. */
 #ifndef CORRAL_HTTP_INTERNAL_H
 #define CORRAL_HTTP_INTERNAL_H
 
@@ -13,52 +13,40 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include <pthread.h>
+
 #include "api/openai.h"
-#include "engine/engine.h"
 #include "http/conns.h"
 #include "http/guard.h"
 #include "http/server.h"
+#include "service/service.h"
 #include "util/buf.h"
+
+struct ws_hub;
 
 struct http_server {
     struct MHD_Daemon *d;
-    struct pool *pool;
-    struct capacity *gate;
+    struct service *svc;
     struct guard guard;
     struct conns *conns;
-    int64_t queue_timeout_ms;
+    struct ws_hub *ws; /* the WebSocket sessions (rpc/ws.h); NULL until the first upgrade */
+    pthread_mutex_t ws_mu;
     char *api_key;
     char *admin_api_key;
     size_t body_limit;
+    size_t max_rpc_message;
+    int rpc_max_inflight;
     int port;
     int max_connections;
-    _Atomic bool draining; /* shutting down: new requests get 503 */
-    _Atomic int active;    /* requests dispatched, not yet completed */
 };
 
-enum route_id {
-    R_NONE = 0,
-    R_HEALTH,
-    R_MODELS,
-    R_MODEL, /* /v1/models/{id} */
-    R_CHAT,
-    R_COMPLETIONS,
-    R_EMBEDDINGS,
-    R_ADMIN_MODELS,
-    R_ADMIN_POOL,
-    R_ADMIN_LOAD,
-    R_ADMIN_UNLOAD,
-    R_ADMIN_REGISTER,
-    R_CAPACITY,
-    R_METRICS,
-};
+/* The RPC upgrade's route (not a service method). */
+#define HTTP_RPC SVC_N_METHODS
 
 struct route {
     const char *path;
-    enum route_id id;
-    const char *method; /* the one method it answers */
-    bool auth;          /* needs the API key when one is set */
-    bool admin;         /* needs the admin key, or a loopback client when none is set */
+    int id; /* enum svc_method_id, or HTTP_RPC */
+    const char *method; /* the one HTTP method it answers */
 };
 
 /* What every response to one request carries besides its status and body. */
@@ -67,6 +55,7 @@ struct http_out {
     char allow_origin[GUARD_ORIGIN_MAX]; /* Access-Control-Allow-Origin, "" = none */
     bool vary;                           /* Vary: Origin */
     bool close;                          /* Connection: close */
+    bool same_origin;                    /* no Origin, or a page corral served */
 };
 
 /* Per-request state, from the first call of the handler to completion. */
@@ -84,23 +73,14 @@ struct conn {
     bool dispatched;
     bool counted; /* in srv->active */
 
-    struct pool_pin *pinned;
-    struct engine_req *req;
-    enum engine_kind kind;
+    struct svc_call *call; /* inference (service/call.c) */
     bool stream;
     bool stream_started; /* the 200 and the event stream are queued */
-    bool include_usage;
-    bool base64; /* embeddings as base64 */
-    char id[48];
-    int64_t created;
-    char *model;
+    bool ended;          /* the call's end was taken */
 
     /* streaming */
     struct buf sse;
     size_t sse_off;
-    bool sent_role;
-    bool sent_end;
-    char *take;
 };
 
 /* ------------------------------------------------------------ reply.c */
@@ -129,21 +109,31 @@ enum MHD_Result http__reply_error(const struct http_out *o, const struct corral_
 enum MHD_Result http__fail(const struct http_out *o, enum corral_status st, const char *param, const char *code,
                            const char *allow, const char *fmt, const char *arg);
 
-/* ------------------------------------------------------------ info.c */
+/* Queue a service result: its JSON or text with its status, or its error. Frees res. */
+enum MHD_Result http__reply_result(const struct http_out *o, struct svc_result *res);
+/* The service's view of this transport (connections, responses by status). */
+void http__stats(void *ctx, struct svc_http_stats *out);
 
-enum MHD_Result http__health(struct http_server *s, const struct http_out *o);
-enum MHD_Result http__capacity(struct http_server *s, const struct http_out *o);
-enum MHD_Result http__metrics(struct http_server *s, const struct http_out *o);
-/* GET /v1/models (one = NULL) or /v1/models/{one}. */
-enum MHD_Result http__models(struct http_server *s, const struct http_out *o, const char *one);
-/* Every /admin route. */
-enum MHD_Result http__admin(struct http_server *s, struct conn *k);
+/* ------------------------------------------------------------ server.c */
+
+/* The API key rules (Authorization: Bearer or x-api-key). */
+bool http__authorized(struct http_server *s, struct MHD_Connection *c);
+/* The admin rules: CORRAL_OK, or the status to refuse with. */
+enum corral_status http__admin_allowed(struct http_server *s, struct MHD_Connection *c);
+bool http__is_loopback(struct MHD_Connection *c);
 
 /* ------------------------------------------------------------ infer.c */
 
-/* Parse, submit and park an inference request (chat, completion, embedding). */
-enum MHD_Result http__inference(struct http_server *s, struct conn *k);
+/* Start an inference call (chat, completion, embedding) and park it. */
+enum MHD_Result http__inference(struct http_server *s, struct conn *k, const struct svc_method *m);
 /* Resumed after the engine moved: send the whole response or start the stream. */
 enum MHD_Result http__inference_resume(struct conn *k);
+
+/* ------------------------------------------------------------ upgrade.c */
+
+/* GET /v1/rpc: upgrade to a WebSocket carrying JSON-RPC (rpc/ws.h). */
+enum MHD_Result http__rpc_upgrade(struct http_server *s, struct conn *k);
+/* Close every WebSocket session (before the daemon stops). */
+void http__rpc_close_all(struct http_server *s);
 
 #endif

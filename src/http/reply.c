@@ -98,3 +98,29 @@ enum MHD_Result http__fail(const struct http_out *o, enum corral_status st, cons
     if (code) snprintf(err.code, sizeof err.code, "%s", code);
     return http__reply_error(o, &err, allow);
 }
+
+enum MHD_Result http__reply_result(const struct http_out *o, struct svc_result *res) {
+    enum MHD_Result ret;
+    if (res->err.status != CORRAL_OK) {
+        ret = http__reply_error(o, &res->err, NULL);
+    } else if (res->text) {
+        ret = http__reply_owned(o, res->status, "text/plain; version=0.0.4; charset=utf-8", res->text, res->text_len);
+        res->text = NULL;
+    } else {
+        ret = http__reply_json(o, res->status, res->json);
+        res->json = NULL;
+    }
+    svc_result_free(res);
+    return ret;
+}
+
+void http__stats(void *ctx, struct svc_http_stats *out) {
+    struct http_server *s = ctx;
+    out->connections = conns_count(s->conns);
+    out->max_connections = s->max_connections;
+    out->connection_timeouts = conns_timeouts(s->conns);
+    out->request_memory = conns_mem_used(s->conns);
+    out->codes = http__codes;
+    out->n_codes = http__n_codes - 1; /* "other" is not a code */
+    http__code_counts(out->counts);
+}

@@ -56,26 +56,31 @@
 #define HTTP_FD_RESERVE 256
 
 static const struct route http__routes[] = {
-    {"/health", R_HEALTH, "GET", false, false},
-    {"/v1/health", R_HEALTH, "GET", false, false},
-    {"/capacity", R_CAPACITY, "GET", true, false},
-    {"/metrics", R_METRICS, "GET", true, false},
-    {"/v1/models", R_MODELS, "GET", true, false},
-    {"/models", R_MODELS, "GET", true, false},
-    {"/v1/chat/completions", R_CHAT, "POST", true, false},
-    {"/chat/completions", R_CHAT, "POST", true, false},
-    {"/v1/completions", R_COMPLETIONS, "POST", true, false},
-    {"/completions", R_COMPLETIONS, "POST", true, false},
-    {"/v1/embeddings", R_EMBEDDINGS, "POST", true, false},
-    {"/embeddings", R_EMBEDDINGS, "POST", true, false},
-    {"/admin/models", R_ADMIN_MODELS, "GET", false, true},
-    {"/admin/pool", R_ADMIN_POOL, "GET", false, true},
-    {"/admin/models/load", R_ADMIN_LOAD, "POST", false, true},
-    {"/admin/models/unload", R_ADMIN_UNLOAD, "POST", false, true},
-    {"/admin/models/register", R_ADMIN_REGISTER, "POST", false, true},
+    {"/health", SVC_HEALTH, "GET"},
+    {"/v1/health", SVC_HEALTH, "GET"},
+    {"/capacity", SVC_CAPACITY, "GET"},
+    {"/metrics", SVC_METRICS, "GET"},
+    {"/v1/models", SVC_MODELS, "GET"},
+    {"/models", SVC_MODELS, "GET"},
+    {"/v1/chat/completions", SVC_CHAT, "POST"},
+    {"/chat/completions", SVC_CHAT, "POST"},
+    {"/v1/completions", SVC_COMPLETIONS, "POST"},
+    {"/completions", SVC_COMPLETIONS, "POST"},
+    {"/v1/embeddings", SVC_EMBEDDINGS, "POST"},
+    {"/embeddings", SVC_EMBEDDINGS, "POST"},
+    {"/admin/models", SVC_ADMIN_MODELS, "GET"},
+    {"/admin/pool", SVC_ADMIN_POOL, "GET"},
+    {"/admin/models/load", SVC_ADMIN_LOAD, "POST"},
+    {"/admin/models/unload", SVC_ADMIN_UNLOAD, "POST"},
+    {"/admin/models/register", SVC_ADMIN_REGISTER, "POST"},
+    {"/v1/rpc", HTTP_RPC, "GET"},
 };
 
-static const struct route http__route_model = {"/v1/models/", R_MODEL, "GET", true, false};
+static const struct route http__route_model = {"/v1/models/", SVC_MODEL, "GET"};
+
+/* A route's access rules are its method's (the RPC upgrade checks its own). */
+static bool http__route_auth(const struct route *rt) { return rt->id != HTTP_RPC && svc_method(rt->id)->auth; }
+static bool http__route_admin(const struct route *rt) { return rt->id != HTTP_RPC && svc_method(rt->id)->admin; }
 
 /* ------------------------------------------------------------ auth, routes */
 
@@ -95,7 +100,7 @@ static const char *http__bearer(struct MHD_Connection *c) {
     return h;
 }
 
-static bool http__authorized(struct http_server *s, struct MHD_Connection *c) {
+bool http__authorized(struct http_server *s, struct MHD_Connection *c) {
     if (!s->api_key) return true;
     const char *h = http__bearer(c);
     if (!h) h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key");
@@ -110,7 +115,7 @@ static const struct sockaddr *http__client_addr(struct MHD_Connection *c, sockle
     return sa;
 }
 
-static bool http__is_loopback(struct MHD_Connection *c) {
+bool http__is_loopback(struct MHD_Connection *c) {
     socklen_t len;
     const struct sockaddr *sa = http__client_addr(c, &len);
     return conns_addr_loopback(sa, len);
@@ -118,7 +123,7 @@ static bool http__is_loopback(struct MHD_Connection *c) {
 
 /* Admin access: the admin key when one is set, else loopback clients only.
  * Returns CORRAL_OK or the status to answer with. */
-static enum corral_status http__admin_allowed(struct http_server *s, struct MHD_Connection *c) {
+enum corral_status http__admin_allowed(struct http_server *s, struct MHD_Connection *c) {
     if (s->admin_api_key) {
         const char *h = http__bearer(c);
         if (h && http__consttime_eq(h, s->admin_api_key)) return CORRAL_OK;
@@ -164,13 +169,14 @@ static bool http__has_body(struct MHD_Connection *c) {
 
 /* While draining, every route but /health is refused. */
 static bool http__draining(struct http_server *s, const struct route *rt) {
-    return atomic_load(&s->draining) && rt->id != R_HEALTH;
+    return service_draining(s->svc) && rt->id != SVC_HEALTH;
 }
 
 static enum MHD_Result http__shutting_down(struct http_out *o) {
     o->close = true;
-    return http__fail(o, CORRAL_UNAVAILABLE, NULL, "shutting_down", NULL, "%s",
-                      "the server is shutting down; retry on another instance or once it is back");
+    struct corral_err err;
+    svc_shutting_down(&err);
+    return http__reply_error(o, &err, NULL);
 }
 
 /* OPTIONS: a CORS preflight for a listed origin, else the methods. */
@@ -178,7 +184,7 @@ static enum MHD_Result http__options(struct http_server *s, struct http_out *o, 
                                      const char *origin, const char *host) {
     char allow[GUARD_ORIGIN_MAX];
     bool vary = false;
-    enum guard_origin g = guard_origin(&s->guard, origin, host, rt && rt->admin, allow, &vary);
+    enum guard_origin g = guard_origin(&s->guard, origin, host, rt && http__route_admin(rt), allow, &vary);
     if (g == GUARD_FORBIDDEN)
         return http__fail(o, CORRAL_FORBIDDEN, NULL, "origin_not_allowed", NULL,
                           "requests from the web origin '%.200s' are not allowed (see cors_origins)", origin);
@@ -217,14 +223,15 @@ static enum MHD_Result http__admit(struct http_server *s, struct http_out *o, co
     if (strcmp(method, "OPTIONS") == 0) return http__options(s, o, rt, origin, host);
     if (!rt) return http__fail(o, CORRAL_NOT_FOUND, NULL, NULL, NULL, "no such endpoint: %.200s", url);
     bool head_ok = strcmp(method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0;
-    bool health = rt->id == R_HEALTH && (strcmp(method, "GET") == 0 || head_ok);
-    enum guard_origin g = guard_origin(&s->guard, origin, host, rt->admin, o->allow_origin, &o->vary);
+    bool health = rt->id == SVC_HEALTH && (strcmp(method, "GET") == 0 || head_ok);
+    enum guard_origin g = guard_origin(&s->guard, origin, host, http__route_admin(rt), o->allow_origin, &o->vary);
     if (g == GUARD_FORBIDDEN && !health)
         return http__fail(o, CORRAL_FORBIDDEN, NULL, "origin_not_allowed", NULL,
-                          rt->admin ? "the admin API does not answer pages from other origins ('%.200s')"
+                          http__route_admin(rt) ? "the admin API does not answer pages from other origins ('%.200s')"
                                     : "requests from the web origin '%.200s' are not allowed (see cors_origins)",
                           origin);
     if (g == GUARD_FORBIDDEN) o->allow_origin[0] = '\0';
+    o->same_origin = g != GUARD_CORS;
     if (strcmp(method, rt->method) != 0 && !head_ok) {
         char msg[128];
         snprintf(msg, sizeof msg, "%s is not allowed here; use %s", method, rt->method);
@@ -237,7 +244,7 @@ static enum MHD_Result http__admit(struct http_server *s, struct http_out *o, co
                           "this client address holds more connections than max_connections_per_ip; "
                           "reuse connections or retry later");
     }
-    if (rt->admin) {
+    if (http__route_admin(rt)) {
         enum corral_status ast = http__admin_allowed(s, c);
         if (ast == CORRAL_UNAUTHORIZED)
             return http__fail(o, ast, NULL, NULL, NULL, "%s", "invalid or missing admin API key");
@@ -250,7 +257,7 @@ static enum MHD_Result http__admit(struct http_server *s, struct http_out *o, co
             return http__fail(o, CORRAL_UNSUPPORTED_MEDIA, NULL, NULL, NULL, "%s",
                               "admin requests must be sent with Content-Type: application/json");
     }
-    if (rt->auth && !http__authorized(s, c))
+    if (http__route_auth(rt) && !http__authorized(s, c))
         return http__fail(o, CORRAL_UNAUTHORIZED, NULL, NULL, NULL, "%s",
                           "invalid or missing API key (send 'Authorization: Bearer <key>')");
     const char *cl = http__header(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -307,23 +314,14 @@ static enum MHD_Result http__dispatch(struct http_server *s, struct conn *k, con
         return http__fail(o, CORRAL_OVERLOADED, NULL, "server_overloaded", NULL, "%s",
                           "the server holds as many request bytes as request_memory allows; retry later");
     if (http__draining(s, k->route)) return http__shutting_down(&k->out); /* its body came in during the drain */
-    switch (k->route->id) {
-    case R_HEALTH: return http__health(s, o);
-    case R_CAPACITY: return http__capacity(s, o);
-    case R_METRICS: return http__metrics(s, o);
-    case R_MODELS: return http__models(s, o, NULL);
-    case R_MODEL: return http__models(s, o, url + strlen(http__route_model.path));
-    case R_CHAT:
-    case R_COMPLETIONS:
-    case R_EMBEDDINGS: return http__inference(s, k);
-    case R_ADMIN_MODELS:
-    case R_ADMIN_POOL:
-    case R_ADMIN_LOAD:
-    case R_ADMIN_UNLOAD:
-    case R_ADMIN_REGISTER: return http__admin(s, k);
-    case R_NONE: break;
-    }
-    return http__fail(o, CORRAL_NOT_FOUND, NULL, NULL, NULL, "no such endpoint: %.200s", url);
+    service_count(s->svc, SVC_HTTP);
+    if (k->route->id == HTTP_RPC) return http__rpc_upgrade(s, k);
+    const struct svc_method *m = svc_method(k->route->id);
+    if (m->infer) return http__inference(s, k, m);
+    struct svc_result res;
+    svc_simple(s->svc, m, m->id == SVC_MODEL ? url + strlen(http__route_model.path) : NULL, k->body.data,
+               k->body.len, &res);
+    return http__reply_result(o, &res);
 }
 
 static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -335,7 +333,7 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
 
     if (!k) {
         /* headers are in: every rule first, so a refused request costs no body */
-        struct http_out o = {.c = c, .close = atomic_load(&s->draining)};
+        struct http_out o = {.c = c, .close = service_draining(s->svc)};
         bool known = false, ok = false;
         const struct route *rt = http__find_route(url, &known);
         enum MHD_Result ret = http__admit(s, &o, rt, url, method, &ok);
@@ -347,7 +345,7 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
         k->rec = http__rec(c);
         k->route = rt;
         buf_init(&k->body, s->body_limit);
-        atomic_fetch_add(&s->active, 1);
+        service_enter(s->svc);
         k->counted = true;
         *con_cls = k;
         if (http__has_body(c)) conns_body(s->conns, k->rec);
@@ -359,7 +357,7 @@ static enum MHD_Result http__handler(void *cls, struct MHD_Connection *c, const 
         *upload_data_size = 0;
         return http__body_chunk(s, k, upload_data, n);
     }
-    if (k->dispatched) return k->req ? http__inference_resume(k) : MHD_YES; /* resumed by the engine */
+    if (k->dispatched) return k->call ? http__inference_resume(k) : MHD_YES; /* resumed by the engine */
     k->dispatched = true;
     return http__dispatch(s, k, url);
 }
@@ -371,26 +369,15 @@ static void http__completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct conn *k = *con_cls;
     if (!k) return;
     *con_cls = NULL;
-    if (k->req) {
-        /* after this no wake-up can touch the connection, and the engine
-         * stops polling a socket the library is about to close */
-        engine_req_set_notify(k->req, NULL, NULL);
-        engine_req_set_fd(k->req, -1);
-        struct engine_req_view v;
-        engine_req_take(k->req, NULL, 0, &v);
-        if (v.state != ENGINE_REQ_DONE) {
-            engine_req_cancel(k->req);
-            if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) log_info("request %s: client went away; cancelled", k->id);
-        }
-        engine_req_release(k->req);
+    if (k->call) {
+        if (!k->ended && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            log_info("request %s: client went away; cancelled", svc_call_id(k->call));
+        svc_call_free(k->call);
     }
-    if (k->pinned) pool_release(s->pool, k->pinned);
     conns_mem_give(s->conns, k->mem_held);
     buf_free(&k->body);
     buf_free(&k->sse);
-    free(k->take);
-    free(k->model);
-    if (k->counted) atomic_fetch_sub(&s->active, 1);
+    if (k->counted) service_leave(s->svc);
     free(k);
 }
 
@@ -456,14 +443,13 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
         corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
         return NULL;
     }
-    s->pool = p->pool;
-    s->gate = p->gate;
-    s->queue_timeout_ms = p->queue_timeout_ms;
+    s->svc = p->svc;
     s->body_limit = p->body_limit;
+    s->max_rpc_message = p->max_rpc_message ? p->max_rpc_message : p->body_limit;
+    s->rpc_max_inflight = p->rpc_max_inflight > 0 ? p->rpc_max_inflight : 16;
+    pthread_mutex_init(&s->ws_mu, NULL);
     s->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
     s->admin_api_key = p->admin_api_key && p->admin_api_key[0] ? strdup(p->admin_api_key) : NULL;
-    atomic_init(&s->draining, false);
-    atomic_init(&s->active, 0);
     s->max_connections = http__max_connections(p->max_connections);
     struct guard_params gp = {.cors_origins = p->cors_origins, .allowed_hosts = p->allowed_hosts, .bind_host = p->host};
     struct conns_params cp = {
@@ -487,7 +473,7 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
         goto fail;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     MHD_USE_TURBO | MHD_USE_ITC;
+                     MHD_USE_TURBO | MHD_USE_ITC | MHD_ALLOW_UPGRADE;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, (uint16_t)p->port, http__accept, s, http__handler, s,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr,
@@ -509,12 +495,14 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : p->port;
+    service_set_http_stats(s->svc, http__stats, s);
     return s;
 fail:
     conns_free(s->conns);
     guard_free(&s->guard);
     free(s->api_key);
     free(s->admin_api_key);
+    pthread_mutex_destroy(&s->ws_mu);
     free(s);
     return NULL;
 }
@@ -523,19 +511,19 @@ int http_server_port(const struct http_server *s) { return s->port; }
 
 void http_server_drain(struct http_server *s) {
     if (!s || !s->d) return;
-    atomic_store(&s->draining, true);
     MHD_socket fd = MHD_quiesce_daemon(s->d);
     if (fd != MHD_INVALID_SOCKET) close(fd);
 }
 
-int http_server_active(struct http_server *s) { return s ? atomic_load(&s->active) : 0; }
-
 void http_server_stop(struct http_server *s) {
     if (!s) return;
+    service_set_http_stats(s->svc, NULL, NULL);
+    http__rpc_close_all(s); /* upgraded connections must be closed before the daemon stops */
     if (s->d) MHD_stop_daemon(s->d);
     conns_free(s->conns);
     guard_free(&s->guard);
     free(s->api_key);
     free(s->admin_api_key);
+    pthread_mutex_destroy(&s->ws_mu);
     free(s);
 }

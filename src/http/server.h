@@ -1,9 +1,11 @@
 /* server.h - the HTTP transport: routing, auth, browser rules, limits,
  * SSE streaming, graceful shutdown.
  *
- * Built on libmicrohttpd's event loop (poll, a small thread pool). Handlers
- * never block on inference: a request waiting for the engine suspends its
- * connection, and the engine's wake-up resumes it.
+ * Built on libmicrohttpd's event loop (epoll, a small thread pool). The
+ * handlers are the service's (service/service.h); this layer frames them.
+ * Handlers never block on inference: a request waiting for the engine
+ * suspends its connection, and the engine's wake-up resumes it. GET
+ * /v1/rpc upgrades to a WebSocket carrying JSON-RPC (rpc/ws.h).
  */
 #ifndef CORRAL_HTTP_SERVER_H
 #define CORRAL_HTTP_SERVER_H
@@ -11,10 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pool/pool.h"
 #include "util/error.h"
 
 struct http_server;
+struct service;
 
 struct http_server_params {
     const char *host;    /* address to bind, e.g. "127.0.0.1", "0.0.0.0", "::1" */
@@ -23,9 +25,7 @@ struct http_server_params {
     size_t body_limit;   /* largest request body accepted, bytes */
     const char *api_key; /* NULL or "" = no authentication */
     const char *admin_api_key; /* guards /admin; NULL or "" = loopback clients only */
-    struct pool *pool;   /* borrowed; must outlive the server */
-    struct capacity *gate; /* borrowed, for /capacity and /metrics; NULL = none */
-    int64_t queue_timeout_ms; /* default queue-wait bound (X-Corral-Max-Wait overrides); -1 = none */
+    struct service *svc; /* the handlers (service/service.h); borrowed, must outlive the server */
     const char *cors_origins;  /* browser origins granted CORS (config list); NULL = none */
     const char *allowed_hosts; /* Host names accepted besides local ones (config list); NULL = none */
     int64_t header_timeout_ms; /* a request's headers must arrive within this */
@@ -33,6 +33,8 @@ struct http_server_params {
     int max_connections;       /* 0 = auto; kept below the file-descriptor limit */
     int max_connections_per_ip; /* 0 = no limit */
     size_t request_memory;     /* request bytes held at once (at least body_limit) */
+    size_t max_rpc_message;    /* largest JSON-RPC message over WebSocket; 0 = body_limit */
+    int rpc_max_inflight;      /* JSON-RPC calls in flight per connection; 0 = 16 */
 };
 
 /* Bind and start serving. NULL with *err filled if the address cannot be
@@ -40,13 +42,10 @@ struct http_server_params {
 struct http_server *http_server_start(const struct http_server_params *p, struct corral_err *err);
 /* The port actually bound. */
 int http_server_port(const struct http_server *s);
-/* Begin a graceful shutdown: close the listener (new connections are
- * refused) and answer new requests on open connections with 503,
+/* Begin a graceful shutdown (after service_drain): close the listener, so
+ * new connections are refused; new requests on open connections get 503,
  * Retry-After and Connection: close; requests in flight go on. */
 void http_server_drain(struct http_server *s);
-/* Requests dispatched or being received and not yet completed (their
- * response fully sent): 0 once a drain is done. */
-int http_server_active(struct http_server *s);
 /* Close every connection and free the server. Engines must have been stopped
  * first (pool_stop), so no connection stays suspended. */
 void http_server_stop(struct http_server *s);

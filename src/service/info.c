@@ -1,22 +1,24 @@
-/* info.c - the answers that never queue behind inference: /health,
- * /capacity, /metrics, /v1/models and the admin API. */
+/* info.c - the answers that never queue behind inference: health,
+ * capacity, metrics, models and the admin API, for every transport. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/admin.h"
+#include "api/openai.h"
 #include "capacity/capacity.h"
-#include "http/internal.h"
+#include "service/internal.h"
+#include "util/buf.h"
 #include "pool/pool.h"
 #include "util/log.h"
 #include "util/time.h"
 
 /* Largest /metrics text. */
-#define HTTP_METRICS_MAX (4u << 20)
+#define SVC_METRICS_MAX (4u << 20)
 
 /* ------------------------------------------------------------ simple GETs */
 
-enum MHD_Result http__health(struct http_server *s, const struct http_out *o) {
+static void svc__health(struct service *s, struct svc_result *res) {
     json_t *models = json_array();
     size_t n = pool_count(s->pool);
     int failed = 0;
@@ -49,14 +51,18 @@ enum MHD_Result http__health(struct http_server *s, const struct http_out *o) {
         json_object_set_new(root, "capacity", json_pack("{s:i, s:i, s:i}", "host", cs.host, "effective", cs.effective,
                                                         "in_use", cs.in_use));
     }
-    if (root && s->conns)
-        json_object_set_new(root, "http", json_pack("{s:i, s:i, s:I}", "connections", conns_count(s->conns),
-                                                    "max_connections", s->max_connections, "request_memory",
-                                                    (json_int_t)conns_mem_used(s->conns)));
-    return http__reply_obj(o, draining ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, root);
+    if (root && s->http_stats) {
+        struct svc_http_stats hs;
+        memset(&hs, 0, sizeof hs);
+        s->http_stats(s->http_stats_ctx, &hs);
+        json_object_set_new(root, "http", json_pack("{s:i, s:i, s:I}", "connections", hs.connections,
+                                                    "max_connections", hs.max_connections, "request_memory",
+                                                    (json_int_t)hs.request_memory));
+    }
+    svc__result_obj(res, draining ? 503 : 200, root);
 }
 
-enum MHD_Result http__models(struct http_server *s, const struct http_out *o, const char *one) {
+static void svc__models(struct service *s, const char *one, struct svc_result *res) {
     size_t n = pool_count(s->pool);
     struct pool_model_info *mi = calloc(n ? n : 1, sizeof *mi);
     const char **ids = calloc(n ? n : 1, sizeof *ids);
@@ -72,10 +78,11 @@ enum MHD_Result http__models(struct http_server *s, const struct http_out *o, co
         created[k] = mi[k].created;
         k++;
     }
-done:;
-    enum MHD_Result ret;
+done:
     if (one && k == 0) {
-        ret = http__fail(o, CORRAL_MODEL_NOT_FOUND, "model", NULL, NULL, "the model '%.200s' does not exist", one);
+        struct corral_err err;
+        corral_err_set(&err, CORRAL_MODEL_NOT_FOUND, "model", "the model '%.200s' does not exist", one);
+        svc_result_fail(res, &err);
     } else if (one) {
         /* a single model object: the first entry of the list form */
         char *list = api_models_json(ids, created, st, k);
@@ -84,30 +91,30 @@ done:;
         json_t *m = root ? json_array_get(json_object_get(root, "data"), 0) : NULL;
         char *out = m ? json_dumps(m, JSON_COMPACT) : NULL;
         json_decref(root);
-        ret = http__reply_json(o, MHD_HTTP_OK, out);
+        svc__result_json(res, 200, out);
     } else {
-        ret = http__reply_json(o, MHD_HTTP_OK, api_models_json(ids, created, st, k));
+        svc__result_json(res, 200, api_models_json(ids, created, st, k));
     }
     free(mi);
     free(ids);
     free(st);
     free(created);
-    return ret;
 }
 
 /* ------------------------------------------------------------ admin */
 
 /* Take the numbers /capacity, /metrics and /admin/pool show. Free with
- * http__view_free. */
-struct http__view {
+ * svc__view_free. */
+struct svc__view {
     struct admin_view v;
     struct capacity_snapshot cap;
     struct pool_stats pool;
     struct pool_model_info *models;
-    int64_t counts[32]; /* http__n_codes */
+    struct svc_http_stats http;
+    int64_t requests[SVC_N_TRANSPORTS];
 };
 
-static void http__view_take(struct http_server *s, struct http__view *hv) {
+static void svc__view_take(struct service *s, struct svc__view *hv) {
     memset(hv, 0, sizeof *hv);
     if (s->gate) capacity_snapshot(s->gate, &hv->cap);
     pool_stats(s->pool, &hv->pool);
@@ -117,51 +124,62 @@ static void http__view_take(struct http_server *s, struct http__view *hv) {
     size_t k = 0;
     for (size_t i = 0; i < n && hv->models; i++)
         if (pool_info(s->pool, i, &hv->models[k]) == 0) k++;
-    http__code_counts(hv->counts);
     hv->v.cap = s->gate ? &hv->cap : NULL;
     hv->v.pool = &hv->pool;
     hv->v.models = hv->models;
     hv->v.n_models = hv->models ? k : 0;
     hv->v.queue_timeout_ms = s->queue_timeout_ms;
-    hv->v.codes = http__codes;
-    hv->v.counts = hv->counts;
-    hv->v.n_codes = http__n_codes - 1; /* "other" is not a code */
-    if (s->conns) {
+    for (size_t i = 0; i < SVC_N_TRANSPORTS; i++) hv->requests[i] = atomic_load(&s->requests[i]);
+    hv->v.transports = svc__transport_names;
+    hv->v.requests = hv->requests;
+    hv->v.n_transports = SVC_N_TRANSPORTS;
+    hv->v.has_rpc = true;
+    hv->v.rpc_sessions = atomic_load(&s->sessions);
+    if (s->http_stats) {
+        s->http_stats(s->http_stats_ctx, &hv->http);
+        hv->v.codes = hv->http.codes;
+        hv->v.counts = hv->http.counts;
+        hv->v.n_codes = hv->http.n_codes;
         hv->v.has_http = true;
-        hv->v.connections = conns_count(s->conns);
-        hv->v.max_connections = s->max_connections;
-        hv->v.connection_timeouts = conns_timeouts(s->conns);
-        hv->v.request_memory = conns_mem_used(s->conns);
+        hv->v.connections = hv->http.connections;
+        hv->v.max_connections = hv->http.max_connections;
+        hv->v.connection_timeouts = hv->http.connection_timeouts;
+        hv->v.request_memory = hv->http.request_memory;
     }
 }
 
-static void http__view_free(struct http__view *hv) { free(hv->models); }
+static void svc__view_free(struct svc__view *hv) { free(hv->models); }
 
-enum MHD_Result http__capacity(struct http_server *s, const struct http_out *o) {
-    struct http__view hv;
-    http__view_take(s, &hv);
+static void svc__capacity(struct service *s, struct svc_result *res) {
+    struct svc__view hv;
+    svc__view_take(s, &hv);
     json_t *root = admin_capacity_json(&hv.v);
-    http__view_free(&hv);
-    char *out = root ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    return http__reply_json(o, MHD_HTTP_OK, out);
+    svc__view_free(&hv);
+    svc__result_obj(res, 200, root);
 }
 
-enum MHD_Result http__metrics(struct http_server *s, const struct http_out *o) {
-    struct http__view hv;
-    http__view_take(s, &hv);
+static void svc__metrics(struct service *s, struct svc_result *res) {
+    struct svc__view hv;
+    svc__view_take(s, &hv);
     struct buf b;
-    buf_init(&b, HTTP_METRICS_MAX);
+    buf_init(&b, SVC_METRICS_MAX);
     int rc = admin_metrics_text(&hv.v, &b);
-    http__view_free(&hv);
+    svc__view_free(&hv);
     size_t len = 0;
     char *text = rc == 0 ? buf_steal(&b, &len) : NULL;
     buf_free(&b);
-    if (!text) return http__reply_json(o, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL);
-    return http__reply_owned(o, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    if (!text) {
+        struct corral_err err;
+        corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
+        svc_result_fail(res, &err);
+        return;
+    }
+    res->status = 200;
+    res->text = text;
+    res->text_len = len;
 }
 
-static json_t *http__model_json(const struct pool_model_info *mi) {
+static json_t *svc__model_json(const struct pool_model_info *mi) {
     json_t *m = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:I, s:I, s:f}", "id", mi->id, "path",
                           mi->path, "status", pool_status_name(mi->status), "memory_estimated",
                           (json_int_t)mi->mem_estimated, "memory_measured", (json_int_t)mi->mem_measured,
@@ -195,22 +213,22 @@ static json_t *http__model_json(const struct pool_model_info *mi) {
     return m;
 }
 
-static json_t *http__models_array(struct http_server *s) {
+static json_t *svc__models_array(struct service *s) {
     json_t *arr = json_array();
     size_t n = pool_count(s->pool);
     for (size_t i = 0; i < n && arr; i++) {
         struct pool_model_info mi;
         if (pool_info(s->pool, i, &mi) != 0) continue;
-        json_t *m = http__model_json(&mi);
+        json_t *m = svc__model_json(&mi);
         if (m) json_array_append_new(arr, m);
     }
     return arr;
 }
 
 /* Parse {"model": "...", ...} from an admin POST body. */
-static json_t *http__admin_body(struct conn *k, const char **model, struct corral_err *err) {
+static json_t *svc__admin_body(const char *body, size_t len, const char **model, struct corral_err *err) {
     json_error_t jerr;
-    json_t *root = json_loadb(k->body.data ? k->body.data : "", k->body.len, 0, &jerr);
+    json_t *root = json_loadb(body ? body : "", body ? len : 0, 0, &jerr);
     if (!root) {
         corral_err_set(err, CORRAL_INVALID_JSON, NULL, "invalid JSON at line %d, column %d: %s", jerr.line,
                        jerr.column, jerr.text);
@@ -227,59 +245,90 @@ static json_t *http__admin_body(struct conn *k, const char **model, struct corra
     return root;
 }
 
-enum MHD_Result http__admin(struct http_server *s, struct conn *k) {
-    const struct http_out *o = &k->out;
+static void svc__admin(struct service *s, enum svc_method_id id, const char *body, size_t len,
+                       struct svc_result *res) {
     struct corral_err err;
     corral_err_clear(&err);
-    if (k->route->id == R_ADMIN_MODELS)
-        return http__reply_obj(o, MHD_HTTP_OK, json_pack("{s:s, s:o}", "object", "list", "data", http__models_array(s)));
-    if (k->route->id == R_ADMIN_POOL) {
-        struct http__view hv;
-        http__view_take(s, &hv);
+    if (id == SVC_ADMIN_MODELS) {
+        svc__result_obj(res, 200, json_pack("{s:s, s:o}", "object", "list", "data", svc__models_array(s)));
+        return;
+    }
+    if (id == SVC_ADMIN_POOL) {
+        struct svc__view hv;
+        svc__view_take(s, &hv);
         const struct pool_stats *ps = &hv.pool;
         json_t *root = json_pack("{s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:o, s:o*}", "memory_budget",
                                  (json_int_t)ps->budget, "memory_used", (json_int_t)ps->used, "max_models",
                                  ps->max_models, "loaded", ps->loaded, "loads", (json_int_t)ps->loads, "evictions",
                                  (json_int_t)ps->evictions, "load_failures", (json_int_t)ps->load_failures,
                                  "waiting_for_load", ps->waiting_for_load, "resident_memory", (json_int_t)ps->rss,
-                                 "models", http__models_array(s), "capacity", admin_capacity_json(&hv.v));
-        http__view_free(&hv);
-        return http__reply_obj(o, MHD_HTTP_OK, root);
+                                 "models", svc__models_array(s), "capacity", admin_capacity_json(&hv.v));
+        svc__view_free(&hv);
+        svc__result_obj(res, 200, root);
+        return;
     }
     const char *model = NULL;
-    json_t *body = http__admin_body(k, &model, &err);
-    if (!body) return http__reply_error(o, &err, NULL);
-    enum MHD_Result ret;
-    if (k->route->id == R_ADMIN_LOAD) {
+    json_t *root = svc__admin_body(body, len, &model, &err);
+    if (!root) {
+        svc_result_fail(res, &err);
+        return;
+    }
+    if (id == SVC_ADMIN_LOAD) {
         enum pool_model_status st;
         if (pool_load(s->pool, model, &st, &err) != CORRAL_OK)
-            ret = http__reply_error(o, &err, NULL);
+            svc_result_fail(res, &err);
         else
-            ret = http__reply_obj(o, st == POOL_LOADED ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED,
-                                  json_pack("{s:s, s:s}", "id", model, "status", pool_status_name(st)));
-    } else if (k->route->id == R_ADMIN_UNLOAD) {
+            svc__result_obj(res, st == POOL_LOADED ? 200 : 202,
+                            json_pack("{s:s, s:s}", "id", model, "status", pool_status_name(st)));
+    } else if (id == SVC_ADMIN_UNLOAD) {
         bool done = false;
-        json_t *f = json_object_get(body, "force");
+        json_t *f = json_object_get(root, "force");
         if (f && !json_is_boolean(f)) {
             corral_err_set(&err, CORRAL_INVALID_REQUEST, "force", "'force' must be a boolean");
-            ret = http__reply_error(o, &err, NULL);
+            svc_result_fail(res, &err);
         } else if (pool_unload(s->pool, model, json_is_true(f), &done, &err) != CORRAL_OK) {
-            ret = http__reply_error(o, &err, NULL);
+            svc_result_fail(res, &err);
         } else {
-            ret = http__reply_obj(o, done ? MHD_HTTP_OK : MHD_HTTP_ACCEPTED,
-                                  json_pack("{s:s, s:s}", "id", model, "status", done ? "unloaded" : "unloading"));
+            svc__result_obj(res, done ? 200 : 202,
+                            json_pack("{s:s, s:s}", "id", model, "status", done ? "unloaded" : "unloading"));
         }
     } else {
-        json_t *path = json_object_get(body, "path");
+        json_t *path = json_object_get(root, "path");
         if (!json_is_string(path)) {
             corral_err_set(&err, CORRAL_INVALID_REQUEST, "path", "missing required field 'path' (a string)");
-            ret = http__reply_error(o, &err, NULL);
+            svc_result_fail(res, &err);
         } else if (pool_register(s->pool, model, json_string_value(path), &err) != CORRAL_OK) {
-            ret = http__reply_error(o, &err, NULL);
+            svc_result_fail(res, &err);
         } else {
-            ret = http__reply_obj(o, MHD_HTTP_CREATED, json_pack("{s:s, s:s}", "id", model, "status", "unloaded"));
+            svc__result_obj(res, 201, json_pack("{s:s, s:s}", "id", model, "status", "unloaded"));
         }
     }
-    json_decref(body);
-    return ret;
+    json_decref(root);
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+void svc_simple(struct service *s, const struct svc_method *m, const char *id, const char *body, size_t len,
+                struct svc_result *res) {
+    memset(res, 0, sizeof *res);
+    corral_err_clear(&res->err);
+    switch (m->id) {
+    case SVC_HEALTH: svc__health(s, res); return;
+    case SVC_CAPACITY: svc__capacity(s, res); return;
+    case SVC_METRICS: svc__metrics(s, res); return;
+    case SVC_MODELS: svc__models(s, NULL, res); return;
+    case SVC_MODEL: svc__models(s, id ? id : "", res); return;
+    case SVC_ADMIN_MODELS:
+    case SVC_ADMIN_POOL:
+    case SVC_ADMIN_LOAD:
+    case SVC_ADMIN_UNLOAD:
+    case SVC_ADMIN_REGISTER: svc__admin(s, m->id, body, len, res); return;
+    case SVC_CHAT:
+    case SVC_COMPLETIONS:
+    case SVC_EMBEDDINGS:
+    case SVC_N_METHODS: break;
+    }
+    struct corral_err err;
+    corral_err_set(&err, CORRAL_INTERNAL, NULL, "'%s' is not answered this way", m->name);
+    svc_result_fail(res, &err);
 }
