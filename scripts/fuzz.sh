@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz.sh: build the libFuzzer harnesses (clang, ASan + UBSan) and run each
 # for a bounded time. `make fuzz` calls it.
-#   scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s; request config sse_in)
+#   scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s; request config sse_in jsonrpc)
 # New inputs are kept in $FUZZ_BUILD/corpus/TARGET (the seeds in
 # tests/fuzz/corpus/TARGET are only read); a crash leaves its input in
 # $FUZZ_BUILD/crash-* and fails the run.
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(request config sse_in)
+[ ${#targets[@]} -gt 0 ] || targets=(request config sse_in jsonrpc)
 build=${FUZZ_BUILD:-build-fuzz}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCORRAL_FUZZ=ON -DCORRAL_LLAMA=OFF \

@@ -9,7 +9,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake git pkg-config ccache
       libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libinih-dev libcmocka-dev
-      python3-pytest python3-requests wrk gnuplot-nox nodejs npm)
+      libwslay-dev nettle-dev
+      python3-pytest python3-requests python3-websockets wrk gnuplot-nox nodejs npm)
 case "${1:-}" in
   "") ;;
   --bench) pkgs=(wrk gnuplot-nox) ;;
