@@ -5,8 +5,9 @@
  * drain, per-address cap). Its keys decide what the session may call: the
  * API key for inference and the models, the admin rules of /admin (and a
  * page of corral's own origin, as /admin never answers other origins) for
- * admin methods. With an API key set, a request with neither key is
- * refused with 401 before the upgrade.
+ * admin methods. With an API key set, an upgrade without it is refused
+ * with 401; the admin key can ride in Authorization with the API key in
+ * x-api-key.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,7 +127,7 @@ enum MHD_Result http__rpc_upgrade(struct http_server *s, struct conn *k) {
                           "Sec-WebSocket-Key must be the base64 of 16 bytes");
     bool can_infer = http__authorized(s, c);
     bool can_admin = o->same_origin && http__admin_allowed(s, c) == CORRAL_OK;
-    if (!can_infer && !can_admin)
+    if (!can_infer)
         return http__fail(o, CORRAL_UNAUTHORIZED, NULL, NULL, NULL, "%s",
                           "invalid or missing API key (send 'Authorization: Bearer <key>' or 'x-api-key' "
                           "on the upgrade request)");

@@ -130,7 +130,22 @@ char *rpc_result_text(const char *id_json, const char *result_json) {
     return rpc__join("{\"jsonrpc\":\"2.0\",\"id\":", id_json ? id_json : "null", ",\"result\":", result_json, "}");
 }
 
+/* The data of a protocol error: an OpenAI-style error object, as server
+ * errors carry, so a client reads every error the same way. */
+static json_t *rpc__protocol_data(int code, const char *message) {
+    const char *name = code == RPC_PARSE_ERROR        ? "parse_error"
+                       : code == RPC_INVALID_REQUEST  ? "invalid_request"
+                       : code == RPC_METHOD_NOT_FOUND ? "method_not_found"
+                       : code == RPC_INVALID_PARAMS   ? "invalid_params"
+                                                      : "internal_error";
+    bool server = code == RPC_INTERNAL_ERROR;
+    return json_pack("{s:s, s:s, s:s, s:n, s:i}", "message", message ? message : "", "type",
+                     server ? "server_error" : "invalid_request_error", "code", name, "param", "status",
+                     server ? 500 : code == RPC_METHOD_NOT_FOUND ? 404 : 400);
+}
+
 char *rpc_error_text(const char *id_json, int code, const char *message, json_t *data) {
+    if (!data) data = rpc__protocol_data(code, message);
     json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message ? message : "");
     if (e && data) json_object_set(e, "data", data);
     json_decref(data);

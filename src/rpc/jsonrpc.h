@@ -63,8 +63,9 @@ int rpc_retry_after_ms(enum corral_status st);
 
 /* {"jsonrpc":"2.0","id":<id_json>,"result":<result_json>}: malloc'd, NULL if out of memory. */
 char *rpc_result_text(const char *id_json, const char *result_json);
-/* An error response: code and message, and data when given (reference
- * taken). id_json NULL = null. */
+/* An error response: code, message and data (reference taken; NULL = an
+ * OpenAI-style object for the code: message, type, code such as
+ * "method_not_found", param null, status). id_json NULL = null. */
 char *rpc_error_text(const char *id_json, int code, const char *message, json_t *data);
 /* The error response of a failure: its code, its message, and as data the
  * OpenAI error object HTTP would send (message, type, code, param) plus

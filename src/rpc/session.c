@@ -345,7 +345,7 @@ static void rpc__call(struct rpc_session *s, const struct rpc_call *c, struct rp
                      rpc_error_text(c->id_json, RPC_INVALID_PARAMS, "models.get takes {\"id\": <model id>}", NULL));
         return;
     }
-    char *body = m->body && c->params ? json_dumps(c->params, JSON_COMPACT) : NULL;
+    char *body = !m->body ? NULL : c->params ? json_dumps(c->params, JSON_COMPACT) : strdup("{}");
     struct svc_result res;
     svc_simple(s->p.svc, m, id, body, body ? strlen(body) : 0, &res);
     free(body);

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -92,9 +94,9 @@ static ssize_t ws__recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, i
 }
 
 static ssize_t ws__send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user) {
-    (void)flags;
     struct ws_session *w = user;
-    ssize_t n = send(w->fd, data, len, MSG_NOSIGNAL);
+    /* a frame's header and payload come as two calls: MSG_MORE keeps them in one segment */
+    ssize_t n = send(w->fd, data, len, MSG_NOSIGNAL | (flags & WSLAY_MSG_MORE ? MSG_MORE : 0));
     if (n >= 0) return n;
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
@@ -193,6 +195,22 @@ static void ws__run(struct ws_session *w) {
     }
 }
 
+/* After the close frame: send our end of stream and read (and drop) what
+ * the peer still sends until it closes too, so a peer caught mid-message
+ * reads the close frame instead of a reset. At most WS_CLOSE_WAIT_MS. */
+static void ws__linger(struct ws_session *w) {
+    if (w->peer_gone || !wslay_event_get_close_sent(w->ctx)) return;
+    shutdown(w->fd, SHUT_WR);
+    int64_t end = time_now_ms() + WS_CLOSE_WAIT_MS;
+    char sink[4096];
+    for (int64_t now = time_now_ms(); now < end; now = time_now_ms()) {
+        struct pollfd pf = {.fd = w->fd, .events = POLLIN};
+        if (poll(&pf, 1, (int)(end - now)) <= 0) return;
+        ssize_t n = recv(w->fd, sink, sizeof sink, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return;
+    }
+}
+
 static void ws__free(struct ws_session *w) {
     if (w->ctx) wslay_event_context_free(w->ctx);
     if (w->wake_fd >= 0) close(w->wake_fd);
@@ -203,6 +221,7 @@ static void ws__free(struct ws_session *w) {
 static void *ws__thread(void *arg) {
     struct ws_session *w = arg;
     ws__run(w);
+    ws__linger(w);
     if (wslay_event_get_close_received(w->ctx) == 0 && !w->peer_gone && !wslay_event_get_close_sent(w->ctx))
         log_debug("rpc: websocket session ended without a close");
     rpc_session_free(w->rpc); /* cancels what is still in flight */
@@ -268,6 +287,8 @@ enum corral_status ws_hub_add(struct ws_hub *h, const struct ws_session_params *
     wslay_event_config_set_max_recv_msg_length(w->ctx, h->p.max_message);
     int fl = fcntl(w->fd, F_GETFL);
     if (fl >= 0) fcntl(w->fd, F_SETFL, fl | O_NONBLOCK);
+    int one = 1; /* small messages, each answered at once: no Nagle delay */
+    setsockopt(w->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
     pthread_mutex_lock(&h->mu);
     if (h->stopping || h->n >= h->p.max_sessions) {
