@@ -181,7 +181,10 @@ static void test_result_and_chunk(void **state) {
     json_decref(v);
     v = load(rpc_error_text(NULL, RPC_METHOD_NOT_FOUND, "no such method", NULL));
     assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "error"), "code")), RPC_METHOD_NOT_FOUND);
-    assert_null(json_object_get(json_object_get(v, "error"), "data"));
+    json_t *d = json_object_get(json_object_get(v, "error"), "data");
+    assert_string_equal(json_string_value(json_object_get(d, "code")), "method_not_found");
+    assert_string_equal(json_string_value(json_object_get(d, "type")), "invalid_request_error");
+    assert_int_equal(json_integer_value(json_object_get(d, "status")), 404);
     json_decref(v);
 }
 

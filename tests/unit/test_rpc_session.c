@@ -45,8 +45,8 @@ struct fake {
     bool stopped;
 };
 
-static bool hold_next; /* the engine holds requests instead of answering */
-static struct fake *the_fake;
+static _Atomic bool hold_next; /* the engine holds requests instead of answering */
+static struct fake *_Atomic the_fake;
 static _Atomic int wakes;
 
 static enum corral_status fake_submit(struct engine *b, struct engine_req *r, struct corral_err *err) {
@@ -234,6 +234,20 @@ static json_t *next_msg(struct fx *x) {
     }
 }
 
+/* Pump until the engine holds n requests. */
+static void wait_held(struct fx *x, int n) {
+    int64_t end = time_now_ms() + 10000;
+    for (;;) {
+        struct engine_stats st = {0};
+        if (the_fake) fake_stats(&the_fake->base, &st);
+        if (st.slots_busy == n) return;
+        if (time_now_ms() > end) fail_msg("the engine holds %d calls, not %d", st.slots_busy, n);
+        rpc_session_pump(x->rpc);
+        struct timespec ts = {0, 2 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void no_msg(struct fx *x) {
     rpc_session_pump(x->rpc);
     size_t len;
@@ -415,17 +429,7 @@ static void test_cancel_and_inflight_bound(void **state) {
                                                         "retry_after_ms")),
                      1000);
     json_decref(v);
-    /* wait until both are held by the engine (the model loads first) */
-    int64_t end = time_now_ms() + 10000;
-    for (;;) {
-        struct engine_stats st = {0};
-        if (the_fake) fake_stats(&the_fake->base, &st);
-        if (st.slots_busy == 2) break;
-        if (time_now_ms() > end) fail_msg("the engine never held both calls");
-        rpc_session_pump(x->rpc);
-        struct timespec ts = {0, 2 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    wait_held(x, 2); /* the model loads first */
     assert_int_equal(service_active(x->svc), 2);
     put(x, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"cancel\",\"params\":{\"id\":\"x\"}}");
     /* the stream's role chunk may come first */
@@ -460,16 +464,7 @@ static void test_closed_session_cancels(void **state) {
     struct fx *x = *state;
     hold_next = true;
     put(x, CHAT("1", ",\"stream\":true"));
-    int64_t end = time_now_ms() + 10000;
-    for (;;) {
-        struct engine_stats st = {0};
-        if (the_fake) fake_stats(&the_fake->base, &st);
-        if (st.slots_busy == 1) break;
-        if (time_now_ms() > end) fail_msg("the engine never held the call");
-        rpc_session_pump(x->rpc);
-        struct timespec ts = {0, 2 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    wait_held(x, 1);
     assert_int_equal(rpc_session_inflight(x->rpc), 1);
     fx_session(x, true, true, false, 4); /* frees the old session */
     assert_int_equal(service_active(x->svc), 0);
