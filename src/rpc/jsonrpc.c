@@ -73,6 +73,12 @@ int rpc_message_parse(const char *text, size_t len, struct rpc_message *m) {
         snprintf(m->error_msg, sizeof m->error_msg, "an empty batch");
         return 0;
     }
+    if (n > RPC_MAX_BATCH) {
+        m->error = RPC_INVALID_REQUEST;
+        snprintf(m->error_msg, sizeof m->error_msg, "a batch of %zu calls; at most %d are taken at once", n,
+                 RPC_MAX_BATCH);
+        return 0;
+    }
     m->calls = calloc(n, sizeof *m->calls);
     if (!m->calls) return -1;
     for (size_t i = 0; i < n; i++) {

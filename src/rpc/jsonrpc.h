@@ -31,6 +31,9 @@
 #define RPC_TIMEOUT (-32007)
 #define RPC_CANCELLED (-32008)
 
+/* Calls in one batch at most (its answers are held until the last ends). */
+#define RPC_MAX_BATCH 1000
+
 /* One call of a message: a request (id_json set) or a notification. */
 struct rpc_call {
     char *id_json;      /* the id as JSON text, echoed back; NULL = notification */

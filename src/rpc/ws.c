@@ -37,6 +37,8 @@
 
 /* Bytes handed to wslay and not yet sent, at most (beyond it, messages wait in the session). */
 #define WS_OUT_QUEUE (1u << 20)
+/* Bytes of answers waiting in the session past which the socket is not read. */
+#define WS_SESSION_OUT_MAX (8u << 20)
 #define WS_PING_MS 30000
 #define WS_DEAD_MS 75000
 /* After a close frame went out, how long the peer has to answer it. */
@@ -177,9 +179,12 @@ static void ws__run(struct ws_session *w) {
         if (w->peer_gone) return;
         bool want_read = wslay_event_want_read(w->ctx), want_write = wslay_event_want_write(w->ctx);
         if (!want_read && !want_write) return; /* closed both ways */
+        /* a client that sends without reading its answers is read no further
+         * until they have gone out (TCP holds the rest) */
+        bool take = want_read && rpc_session_queued(w->rpc) < WS_SESSION_OUT_MAX;
         if (w->close_sent_ms && now - w->close_sent_ms > WS_CLOSE_WAIT_MS) return;
         struct pollfd pf[2] = {
-            {.fd = w->fd, .events = (short)((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0))},
+            {.fd = w->fd, .events = (short)((take ? POLLIN : 0) | (want_write ? POLLOUT : 0))},
             {.fd = w->wake_fd, .events = POLLIN},
         };
         int rc = poll(pf, 2, 1000);
@@ -189,9 +194,10 @@ static void ws__run(struct ws_session *w) {
             ssize_t n = read(w->wake_fd, &v, sizeof v);
             (void)n;
         }
-        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (take && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             if (wslay_event_recv(w->ctx) != 0) return;
         }
+        if (!take && (pf[0].revents & (POLLHUP | POLLERR))) return; /* gone while we held off reading */
     }
 }
 

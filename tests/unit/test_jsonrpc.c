@@ -110,6 +110,19 @@ static void test_batch(void **state) {
     parse("[]", &m);
     assert_int_equal(m.error, RPC_INVALID_REQUEST);
     rpc_message_free(&m);
+    /* a batch over the bound is refused whole */
+    size_t cap = (RPC_MAX_BATCH + 1) * 4 + 2;
+    char *big = malloc(cap);
+    size_t at = 0;
+    big[at++] = '[';
+    for (int i = 0; i <= RPC_MAX_BATCH; i++) at += (size_t)snprintf(big + at, cap - at, "%s1", i ? "," : "");
+    big[at++] = ']';
+    big[at] = '\0';
+    parse(big, &m);
+    assert_int_equal(m.error, RPC_INVALID_REQUEST);
+    assert_non_null(strstr(m.error_msg, "at most"));
+    rpc_message_free(&m);
+    free(big);
 }
 
 static void test_codes(void **state) {
