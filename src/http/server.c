@@ -475,6 +475,8 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
         corral_err_set(err, CORRAL_CONFIG, NULL, "cannot resolve host '%s': %s", p->host, gai_strerror(gai));
         goto fail;
     }
+    /* before the first request can ask for it */
+    service_set_http_stats(s->svc, http__stats, s);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_TURBO | MHD_USE_ITC | MHD_ALLOW_UPGRADE;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -498,9 +500,9 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : p->port;
-    service_set_http_stats(s->svc, http__stats, s);
     return s;
 fail:
+    if (s->svc) service_set_http_stats(s->svc, NULL, NULL);
     conns_free(s->conns);
     guard_free(&s->guard);
     free(s->api_key);
@@ -520,9 +522,9 @@ void http_server_drain(struct http_server *s) {
 
 void http_server_stop(struct http_server *s) {
     if (!s) return;
-    service_set_http_stats(s->svc, NULL, NULL);
     http__rpc_close_all(s); /* upgraded connections must be closed before the daemon stops */
     if (s->d) MHD_stop_daemon(s->d);
+    service_set_http_stats(s->svc, NULL, NULL); /* nothing can ask any more */
     conns_free(s->conns);
     guard_free(&s->guard);
     free(s->api_key);
