@@ -42,6 +42,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 /* ------------------------------------------------------------ options table */
 
 enum opt_type {
@@ -57,6 +59,7 @@ enum opt_type {
     OPT_SIZE_OR_AUTO, /* size_t: "auto" = CONFIG_SIZE_AUTO, else a size in [min, max] */
     OPT_ORIGINS,   /* malloc'd char *: a list of origins (config__check_origins); empty = NULL */
     OPT_HOSTS,     /* malloc'd char *: a list of host names (config__check_hosts); empty = NULL */
+    OPT_JSON_OBJECT, /* malloc'd char *: a JSON object's text; empty = NULL */
 };
 
 struct opt {
@@ -138,6 +141,7 @@ static const struct opt model_opts[] = {
     MOPT("flash_attn", OPT_AUTO_BOOL, flash_attn, 0, 0),
     MOPT("batch", OPT_INT, batch, 16, 65536),
     MOPT("chat_template", OPT_STR_NULL, chat_template, 0, 0),
+    MOPT("chat_template_kwargs", OPT_JSON_OBJECT, chat_template_kwargs, 0, 0),
     MOPT("preload", OPT_BOOL, preload, 0, 0),
     MOPT("keep_alive", OPT_DURATION, keep_alive_ms, -1, INT64_MAX),
     /* a supervised child server, or remote upstream replicas */
@@ -207,6 +211,16 @@ static int opt_apply(struct load *ld, const struct opt *o, void *base, const cha
     case OPT_STR_NULL:
         config__set_str((char **)(void *)field, *value ? value : NULL);
         return 0;
+    case OPT_JSON_OBJECT: {
+        json_t *j = *value ? json_loads(value, 0, NULL) : NULL;
+        bool obj = json_is_object(j);
+        json_decref(j);
+        if (*value && !obj)
+            return config__fail(ld, "%s: expected a JSON object such as {\"enable_thinking\": false}, got \"%s\"",
+                                src, config__quote(value, q, sizeof q));
+        config__set_str((char **)(void *)field, *value ? value : NULL);
+        return 0;
+    }
     case OPT_LOG_LEVEL:
         for (size_t i = 0; i < sizeof log_levels / sizeof log_levels[0]; i++) {
             if (strcmp(value, log_levels[i]) == 0) {
@@ -688,12 +702,13 @@ void config_free(struct config *cfg)
         struct config_model *m = &cfg->models[i];
         free(m->path);
         free(m->chat_template);
+        free(m->chat_template_kwargs);
         free(m->command);
         free(m->health_path);
         free(m->upstream);
         free(m->upstream_model);
         free(m->upstream_api_key);
-        m->path = m->chat_template = m->command = m->health_path = NULL;
+        m->path = m->chat_template = m->chat_template_kwargs = m->command = m->health_path = NULL;
         m->upstream = m->upstream_model = m->upstream_api_key = NULL;
     }
     cfg->n_models = 0;

@@ -17,7 +17,8 @@
  *                     request_memory, shutdown_timeout, max_rpc_message,
  *                     rpc_max_inflight
  *   [model.ID]        path (required unless command or upstream), parallel,
- *                     ctx, threads, n_gpu_layers, flash_attn, chat_template, batch,
+ *                     ctx, threads, n_gpu_layers, flash_attn, chat_template,
+ *                     chat_template_kwargs, batch,
  *                     preload, keep_alive; a child server: command,
  *                     health_path, startup_timeout, memory_estimate; remote
  *                     replicas: upstream, upstream_model, upstream_api_key,
@@ -82,7 +83,9 @@ struct config_model {
     int n_gpu_layers;       /* -1 = inherit */
     int batch;              /* -1 = inherit */
     int flash_attn;         /* 0 off, 1 on, CONFIG_AUTO; CONFIG_INHERIT (default) */
-    char *chat_template;    /* NULL = the model's own */
+    char *chat_template;    /* a Jinja file, Jinja text or a llama.cpp built-in
+                             * template's name; NULL = the model's own */
+    char *chat_template_kwargs; /* extra template variables, a JSON object; NULL = none */
     bool preload;           /* load at start; default false */
     int64_t keep_alive_ms;  /* idle time before unloading, ms; -1 = forever,
                              * 0 = as soon as idle, -2 (default) = inherit */

@@ -568,10 +568,48 @@ static enum corral_status parse_response_format(const json_t *root, struct engin
         s->json_object = true;
         return CORRAL_OK;
     }
-    return corral_err_set(err, CORRAL_UNSUPPORTED, "response_format.type",
-                          "response_format type '%.64s' is not supported; use 'text' or "
-                          "'json_object'",
+    if (strcmp(type, "json_schema") == 0) {
+        json_t *js = opt_get(rf, "json_schema");
+        if (!js)
+            return missing(err, "response_format.json_schema");
+        if (!json_is_object(js))
+            return bad_type(err, "response_format.json_schema", "an object");
+        json_t *name = opt_get(js, "name");
+        if (name && !json_is_string(name))
+            return bad_type(err, "response_format.json_schema.name", "a string");
+        json_t *strict = opt_get(js, "strict");
+        if (strict && !json_is_boolean(strict))
+            return bad_type(err, "response_format.json_schema.strict", "a boolean");
+        json_t *schema = opt_get(js, "schema");
+        if (!schema) { /* no schema: any JSON object */
+            s->json_object = true;
+            return CORRAL_OK;
+        }
+        if (!json_is_object(schema) && !json_is_boolean(schema))
+            return bad_type(err, "response_format.json_schema.schema", "an object");
+        s->json_schema = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY);
+        return s->json_schema ? CORRAL_OK : corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+    }
+    return corral_err_set(err, CORRAL_INVALID_REQUEST, "response_format.type",
+                          "response_format type '%.64s' is not one of 'text', 'json_object', 'json_schema'",
                           type);
+}
+
+/* The llama-server extension `grammar`: GBNF text constraining the output. */
+static enum corral_status parse_grammar(const json_t *root, struct engine_sampling *s, struct corral_err *err)
+{
+    enum corral_status st = get_str(root, "grammar", &s->grammar, err);
+    if (st != CORRAL_OK || !s->grammar)
+        return st;
+    if (!s->grammar[0]) {
+        free(s->grammar);
+        s->grammar = NULL;
+        return CORRAL_OK;
+    }
+    if (s->json_object || s->json_schema)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "grammar",
+                              "'grammar' and a JSON response_format cannot be combined");
+    return CORRAL_OK;
 }
 
 static enum corral_status parse_stream(const json_t *root, struct api_request *out,
@@ -675,6 +713,7 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
     if ((st = parse_stop(root, s, err)) != CORRAL_OK ||
         (st = parse_unsupported(root, kind, err)) != CORRAL_OK ||
         (st = parse_response_format(root, s, err)) != CORRAL_OK ||
+        (st = parse_grammar(root, s, err)) != CORRAL_OK ||
         (st = parse_stream(root, out, err)) != CORRAL_OK)
         return st;
     return get_str(root, "user", &out->user, err);

@@ -34,10 +34,11 @@ struct api_request {
  * (free with api_request_free). On failure returns the status, fills *err
  * (malformed JSON says line/column/position; a missing or mistyped field is
  * named in err->param and the message) and leaves *out empty.
- * Unknown fields are ignored. n > 1, best_of > 1, logprobs, tools,
- * tool_choice, function_call(s), audio/image content parts, response_format
- * other than text/json_object, echo, suffix: CORRAL_UNSUPPORTED with a message
- * that says what is not supported. */
+ * Unknown fields are ignored. response_format json_schema gives the schema's
+ * text (sampling.json_schema; the engine turns it into a grammar), the
+ * extension `grammar` its GBNF. n > 1, best_of > 1, logprobs, tools,
+ * tool_choice, function_call(s), audio/image content parts, echo, suffix:
+ * CORRAL_UNSUPPORTED with a message that says what is not supported. */
 enum corral_status api_request_parse(enum engine_kind kind, const char *body, size_t len,
                                      struct api_request *out, struct corral_err *err);
 

@@ -48,6 +48,7 @@ struct engine_req {
     /* engine-owned data */
     int32_t *tokens;
     size_t n_tokens;
+    char *grammar;
     int32_t **lists;
     size_t *list_lens;
     size_t n_lists;
@@ -81,6 +82,7 @@ void engine_req_release(struct engine_req *r) {
     free(r->body);
     buf_free(&r->out);
     free(r->tokens);
+    free(r->grammar);
     for (size_t i = 0; i < r->n_lists; i++) free(r->lists[i]);
     free(r->lists);
     free(r->list_lens);
@@ -103,6 +105,8 @@ void engine_input_free(struct engine_input *in) {
     for (size_t i = 0; in->inputs && i < in->n_inputs; i++) free(in->inputs[i]);
     free(in->inputs);
     for (int i = 0; i < in->sampling.n_stop && i < ENGINE_MAX_STOP; i++) free(in->sampling.stop[i]);
+    free(in->sampling.json_schema);
+    free(in->sampling.grammar);
     memset(in, 0, sizeof *in);
 }
 
@@ -284,6 +288,13 @@ const float *const *engine_req_embeddings(struct engine_req *r, size_t *n, size_
     pthread_mutex_unlock(&r->mu);
     return v;
 }
+
+void engine_req_set_grammar(struct engine_req *r, char *grammar) {
+    free(r->grammar);
+    r->grammar = grammar;
+}
+
+const char *engine_req_grammar(const struct engine_req *r) { return r->grammar; }
 
 void engine_req_set_tokens(struct engine_req *r, int32_t *tokens, size_t n) {
     free(r->tokens);

@@ -220,6 +220,10 @@ int64_t engine_req_queued_us(const struct engine_req *r);
  * transport are done with it (the response has been sent). */
 void engine_req_set_permit(struct engine_req *r, struct capacity *gate);
 
+/* The GBNF grammar the output must follow (the request's, or one made
+ * from its JSON schema), set by the engine at submit; malloc'd, taken over. */
+void engine_req_set_grammar(struct engine_req *r, char *grammar);
+const char *engine_req_grammar(const struct engine_req *r);
 /* Data the engine keeps per request (prompt tokens); owned by the request and
  * freed with it. */
 void engine_req_set_tokens(struct engine_req *r, int32_t *tokens, size_t n);

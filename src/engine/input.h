@@ -35,6 +35,8 @@ struct engine_sampling {
     char *stop[ENGINE_MAX_STOP]; /* non-empty strings */
     int n_stop;
     bool json_object; /* output constrained to a JSON object */
+    char *json_schema; /* output constrained to this JSON schema (JSON text), or NULL */
+    char *grammar;     /* output constrained to this GBNF grammar, or NULL */
     bool ignore_eos;  /* keep generating past end-of-generation tokens */
 };
 

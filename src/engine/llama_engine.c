@@ -117,7 +117,7 @@ static void llama_engine__free(struct engine *base) {
     if (e->model) llama_model_free(e->model);
     admit_free(&e->admit);
     pthread_mutex_destroy(&e->join_mu);
-    free(e->tmpl);
+    llama_engine__prompt_free(e);
     free(e->id);
     free(e);
 }
@@ -130,26 +130,6 @@ static const struct engine_ops llama_engine__ops = {
     .join = llama_engine__join,
     .free = llama_engine__free,
 };
-
-/* Choose the chat template: the configured one, else the model's, else
- * chatml; each must be one llama_chat_apply_template understands. */
-static char *llama_engine__pick_template(struct llama_engine *e, const char *want) {
-    struct llama_chat_message probe = {"user", "hi"};
-    char tmp[256];
-    const char *cands[3] = {want, llama_model_chat_template(e->model, NULL), "chatml"};
-    for (int i = 0; i < 3; i++) {
-        if (!cands[i]) continue;
-        if (llama_chat_apply_template(cands[i], &probe, 1, true, tmp, sizeof tmp) >= 0) {
-            if (i == 2)
-                log_warn("model %s: %s; using the chatml template", e->id,
-                         cands[1] ? "its chat template is not recognised" : "it has no chat template");
-            else if (i == 1 && want)
-                log_warn("model %s: chat_template \"%s\" is not recognised; using the model's own", e->id, want);
-            return strdup(cands[i]);
-        }
-    }
-    return strdup("chatml");
-}
 
 struct llama_engine__progress {
     bool (*fn)(float, void *);
@@ -264,7 +244,7 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
         buf_init(&s->pend, 0);
         buf_init(&s->emit, 0);
     }
-    e->tmpl = llama_engine__pick_template(e, p->chat_template);
+    if (llama_engine__prompt_init(e, p->chat_template, p->chat_template_kwargs, err) != 0) goto fail;
     e->mem_bytes = llama_model_size(e->model) + llama_state_get_size(e->ctx);
 
     if (pthread_create(&e->thread, NULL, llama_engine__run, e) != 0) {
@@ -275,7 +255,7 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     log_info("model %s: loaded %s in %lld ms (%d slots x %d ctx, chunk %d, %d threads, flash attention %s, "
              "template %s)",
              p->id, p->path, (long long)(time_now_ms() - t0), e->n_slots, e->n_ctx_slot, e->n_chunk, p->threads,
-             fa ? "on" : "off", strlen(e->tmpl) < 32 ? e->tmpl : "from the model");
+             fa ? "on" : "off", e->tmpl_name);
     return &e->base;
 nomem:
     corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");

@@ -26,7 +26,9 @@ struct llama_engine_params {
                                 * 0 = none */
     int queue_size;            /* requests allowed to wait beyond those that can start now */
     struct capacity *gate;     /* admission gate: a permit per running request; NULL = none */
-    const char *chat_template; /* NULL = the model's own */
+    const char *chat_template; /* a Jinja file, Jinja text or a llama.cpp built-in
+                                * template's name; NULL = the model's own */
+    const char *chat_template_kwargs; /* extra template variables (JSON object); NULL = none */
     size_t out_cap;            /* per-request output buffer bound */
     /* Called from the loading thread with 0..1 as weights are read; false
      * stops the load (llama_engine_open then fails). May be NULL. */

@@ -84,6 +84,8 @@ struct embed_job {
     int64_t tokens;
 };
 
+struct chat_bridge;
+
 struct llama_engine {
     struct engine base; /* must be first */
     char *id;
@@ -94,7 +96,12 @@ struct llama_engine {
     struct llama_context *ectx; /* embeddings context, created on first use */
     struct llama_batch ebatch;  /* its batch (one input at a time) */
     struct ggml_threadpool *tp; /* the context's compute threads, paused while idle */
-    char *tmpl;                 /* chat template text or a built-in name */
+    struct chat_bridge *jinja;  /* the Jinja chat template (chat_bridge.h), or NULL for a built-in one */
+    char *tmpl;                 /* a llama.cpp built-in template's name when jinja is NULL */
+    char *tmpl_name;            /* what the load line says */
+    char *tmpl_kwargs;          /* extra template variables (a JSON object), or NULL */
+    int32_t *specials;          /* tokens parsed from the template's text, longest first */
+    size_t n_specials;
     int n_vocab;
     int n_ctx_slot;
     int n_batch; /* most tokens in one decode call (logical batch) */
@@ -123,6 +130,14 @@ struct llama_engine {
     _Atomic int64_t st_pc_hits, st_pc_bytes; /* mirror pc for stats() */
     uint64_t mem_bytes;
 };
+
+/* llama_prompt.c: the chat template (want: the configured chat_template,
+ * NULL = the model's own) and a chat prompt's tokens, request text never
+ * parsed for special tokens. */
+int llama_engine__prompt_init(struct llama_engine *e, const char *want, const char *kwargs, struct corral_err *err);
+void llama_engine__prompt_free(struct llama_engine *e);
+int32_t *llama_engine__chat_tokens(struct llama_engine *e, const struct engine_input *in, size_t *n,
+                                   struct corral_err *err);
 
 /* llama_submit.c: format and tokenise on the caller's thread, then queue. */
 enum corral_status llama_engine__submit(struct engine *base, struct engine_req *r, struct corral_err *err);

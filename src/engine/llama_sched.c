@@ -39,13 +39,14 @@ void llama_engine__slot_free(struct slot *s) {
 }
 
 static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const struct engine_sampling *sp,
-                                                   struct corral_err *err) {
+                                                   const char *grammar, struct corral_err *err) {
     struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
     struct llama_sampler *ch = llama_sampler_chain_init(cp);
     if (!ch) goto fail;
-    if (sp->json_object) {
-        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, llama_engine__json_grammar, "root");
+    if (sp->json_object && !grammar) grammar = llama_engine__json_grammar;
+    if (grammar) {
+        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, grammar, "root");
         if (!g) goto fail;
         llama_sampler_chain_add(ch, g);
     }
@@ -198,7 +199,7 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     }
     struct slot *s = best;
     const struct engine_input *in = engine_req_input(r);
-    s->smpl = llama_engine__sampler(e, &in->sampling, &err);
+    s->smpl = llama_engine__sampler(e, &in->sampling, engine_req_grammar(r), &err);
     if (!s->smpl) {
         engine_req_fail(r, &err);
         engine_req_release(r);

@@ -1,59 +1,14 @@
 /* llama_submit.c - a request's prompt, made on the caller's thread: chat
- * messages rendered with the model's template, text tokenised, the context
- * bound checked, then queued (engine/admit.h). A long prompt so never
+ * messages rendered with the model's template (llama_prompt.c), text
+ * tokenised, the context bound checked, then queued (engine/admit.h). A long prompt so never
  * stalls the decode loop, and what cannot fit is refused before anything
  * is queued. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/chat_bridge.h"
 #include "engine/llama_internal.h"
-
-/* Render chat messages with the model's template. Returns malloc'd text. */
-static char *llama_engine__chat_prompt(struct llama_engine *e, const struct engine_input *in,
-                                       struct corral_err *err) {
-    struct llama_chat_message *msgs = calloc(in->n_messages ? in->n_messages : 1, sizeof *msgs);
-    size_t total = 64;
-    if (!msgs) goto nomem;
-    for (size_t i = 0; i < in->n_messages; i++) {
-        const char *role = in->messages[i].role;
-        msgs[i].role = strcmp(role, "developer") == 0 ? "system" : role;
-        msgs[i].content = in->messages[i].content;
-        total += strlen(msgs[i].content) + strlen(role) + 32;
-    }
-    if (total > INT32_MAX / 2) {
-        free(msgs);
-        corral_err_set(err, CORRAL_TOO_LARGE, "messages", "messages are too long");
-        return NULL;
-    }
-    char *out = NULL;
-    int32_t cap = (int32_t)(total * 2);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char *nb = realloc(out, (size_t)cap + 1);
-        if (!nb) goto nomem_out;
-        out = nb;
-        int32_t n = llama_chat_apply_template(e->tmpl, msgs, in->n_messages, true, out, cap);
-        if (n < 0) {
-            free(out);
-            free(msgs);
-            corral_err_set(err, CORRAL_ENGINE, "messages", "the model's chat template could not be applied");
-            return NULL;
-        }
-        if (n <= cap) {
-            out[n] = '\0';
-            free(msgs);
-            return out;
-        }
-        cap = n;
-    }
-nomem_out:
-    free(out);
-nomem:
-    free(msgs);
-    corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory formatting the prompt");
-    return NULL;
-}
-
 
 /* Tokenise text. Returns malloc'd tokens and their count in *n, or NULL. A
  * prompt that cannot fit `limit` tokens is refused before tokenising when its
@@ -98,6 +53,35 @@ static int32_t *llama_engine__tokenize(struct llama_engine *e, const char *text,
     return toks;
 }
 
+/* The request's output grammar: its own GBNF or one made from its JSON
+ * schema, checked by building it once (a bad one is the client's 400, not
+ * a failure after admission). */
+static enum corral_status llama_engine__grammar(struct llama_engine *e, struct engine_req *r,
+                                                const struct engine_input *in, struct corral_err *err) {
+    const struct engine_sampling *sp = &in->sampling;
+    char *g = NULL;
+    const char *param = "grammar";
+    if (sp->json_schema) {
+        char why[512];
+        param = "response_format";
+        if (!(g = chat_bridge_schema_grammar(sp->json_schema, why, sizeof why)))
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "response_format.json_schema.schema", "%s", why);
+    } else if (sp->grammar) {
+        if (!(g = strdup(sp->grammar))) return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
+    } else {
+        return CORRAL_OK;
+    }
+    struct llama_sampler *probe = llama_sampler_init_grammar(e->vocab, g, "root");
+    if (!probe) {
+        free(g);
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, param,
+                              "the grammar does not parse as GBNF with a 'root' rule");
+    }
+    llama_sampler_free(probe);
+    engine_req_set_grammar(r, g);
+    return CORRAL_OK;
+}
+
 /* --------------------------------------------------------------- submit */
 
 enum corral_status llama_engine__submit(struct engine *base, struct engine_req *r,
@@ -140,13 +124,11 @@ enum corral_status llama_engine__submit(struct engine *base, struct engine_req *
         return err->status;
     }
 
+    if (llama_engine__grammar(e, r, in, err) != CORRAL_OK) return err->status;
     int32_t *toks = NULL;
     size_t n = 0;
     if (in->kind == ENGINE_CHAT) {
-        char *text = llama_engine__chat_prompt(e, in, err);
-        if (!text) return err->status;
-        toks = llama_engine__tokenize(e, text, strlen(text), e->n_ctx_slot, "messages", &n, err);
-        free(text);
+        toks = llama_engine__chat_tokens(e, in, &n, err);
     } else if (in->prompt_tokens) {
         toks = malloc((in->n_prompt_tokens ? in->n_prompt_tokens : 1) * sizeof *toks);
         if (!toks) return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");

@@ -247,6 +247,7 @@ static struct engine *pool__open(struct pool *p, struct pool_model *m, uint64_t 
         .queue_size = p->cfg->queue_size,
         .gate = p->gate,
         .chat_template = m->cfg.chat_template,
+        .chat_template_kwargs = m->cfg.chat_template_kwargs,
         .out_cap = POOL_OUT_CAP,
         .progress = pool__on_progress,
         .progress_ctx = m,

@@ -273,7 +273,8 @@ def mkmodel(tmp_path_factory):
     """Build an extra tiny model: mkmodel(name, seed=..., chat_template=...)."""
     d = tmp_path_factory.mktemp("models")
 
-    def make(name, seed=11, chat_template=None, ctx=None, typ=None):
+    def make(name, seed=11, chat_template=None, ctx=None, typ=None, vocab=None):
+        """vocab: a vocabulary in llama.cpp's models/ (e.g. "qwen2": ggml-vocab-qwen2.gguf)."""
         out = str(d / name)
         cmd = [CORRAL_MKMODEL, "--out", out, "--dim", "64", "--layers", "2", "--ffn", "128",
                "--heads", "4", "--kv-heads", "2", "--seed", str(seed)]
@@ -283,6 +284,8 @@ def mkmodel(tmp_path_factory):
             cmd += ["--ctx", str(ctx)]
         if typ is not None:
             cmd += ["--type", typ]
+        if vocab is not None:
+            cmd += ["--vocab", os.path.join(os.environ["CORRAL_VOCAB_DIR"], "ggml-vocab-%s.gguf" % vocab)]
         subprocess.run(cmd, check=True, timeout=60, capture_output=True)
         return out
 
