@@ -505,7 +505,48 @@ static enum corral_status parse_stop(const json_t *root, struct engine_sampling 
     return CORRAL_OK;
 }
 
-/* Fields OpenAI has and corral does not: tools, logprobs, n > 1, ... */
+/* logprobs: chat has `logprobs` (a boolean) and `top_logprobs` (0..20);
+ * legacy completions have `logprobs` as the number of alternatives. */
+static enum corral_status parse_logprobs(const json_t *root, enum engine_kind kind, struct engine_sampling *s,
+                                         struct corral_err *err)
+{
+    json_t *v = opt_get(root, "logprobs");
+    json_int_t top = 0;
+    bool given = false;
+    if (kind == ENGINE_COMPLETION) {
+        if (json_is_boolean(v)) { /* false (or true: no alternatives), as some clients send */
+            s->logprobs = json_is_true(v);
+            return CORRAL_OK;
+        }
+        if (v && !json_is_integer(v))
+            return bad_type(err, "logprobs", "an integer");
+        enum corral_status st = get_int(root, "logprobs", 0, &top, &given, err);
+        if (st != CORRAL_OK)
+            return st;
+        if (given && (top < 0 || top > ENGINE_MAX_TOP_LOGPROBS))
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "logprobs", "'logprobs' must be in 0..%d, got %lld",
+                                  ENGINE_MAX_TOP_LOGPROBS, (long long)top);
+        s->logprobs = given;
+        s->top_logprobs = (int)top;
+        return CORRAL_OK;
+    }
+    enum corral_status st = get_bool(root, "logprobs", &s->logprobs, err);
+    if (st != CORRAL_OK)
+        return st;
+    if ((st = get_int(root, "top_logprobs", 0, &top, &given, err)) != CORRAL_OK)
+        return st;
+    if (given && (top < 0 || top > ENGINE_MAX_TOP_LOGPROBS))
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "top_logprobs",
+                              "'top_logprobs' must be in 0..%d, got %lld", ENGINE_MAX_TOP_LOGPROBS,
+                              (long long)top);
+    if (given && !s->logprobs)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "top_logprobs",
+                              "'top_logprobs' needs 'logprobs': true");
+    s->top_logprobs = (int)top;
+    return CORRAL_OK;
+}
+
+/* Fields OpenAI has and corral does not: tools, n > 1, ... */
 static enum corral_status parse_unsupported(const json_t *root, enum engine_kind kind,
                                             struct corral_err *err)
 {
@@ -517,20 +558,7 @@ static enum corral_status parse_unsupported(const json_t *root, enum engine_kind
     if (n > 1)
         return corral_err_set(err, CORRAL_UNSUPPORTED, "n", "n > 1 is not supported");
 
-    json_t *v = opt_get(root, "logprobs");
-    if (v) {
-        /* chat: a boolean; legacy completions: an integer count. */
-        if (json_is_true(v) || (kind == ENGINE_COMPLETION && json_is_integer(v)))
-            return corral_err_set(err, CORRAL_UNSUPPORTED, "logprobs",
-                                  "'logprobs' is not supported");
-        if (!json_is_false(v))
-            return bad_type(err, "logprobs",
-                            kind == ENGINE_COMPLETION ? "an integer" : "a boolean");
-    }
-    if (opt_get(root, "top_logprobs"))
-        return corral_err_set(err, CORRAL_UNSUPPORTED, "top_logprobs",
-                              "'top_logprobs' is not supported");
-
+    json_t *v;
     static const char *const list_keys[] = {"tools", "functions"};
     for (size_t i = 0; i < 2; i++) {
         v = opt_get(root, list_keys[i]);
@@ -714,6 +742,7 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
         (st = parse_unsupported(root, kind, err)) != CORRAL_OK ||
         (st = parse_response_format(root, s, err)) != CORRAL_OK ||
         (st = parse_grammar(root, s, err)) != CORRAL_OK ||
+        (st = parse_logprobs(root, kind, s, err)) != CORRAL_OK ||
         (st = parse_stream(root, out, err)) != CORRAL_OK)
         return st;
     return get_str(root, "user", &out->user, err);

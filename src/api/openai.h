@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "engine/input.h"
 #include "util/error.h"
 
@@ -65,6 +67,20 @@ char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, con
                      bool role_delta, const char *text, size_t text_len,
                      const char *finish_reason, bool include_usage_null,
                      const struct engine_usage *usage, bool choices_empty);
+
+/* The same with a choice's logprobs object (reference taken; NULL = null). */
+char *api_completion_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model,
+                             const char *text, size_t text_len, const char *finish_reason,
+                             const struct engine_usage *usage, json_t *logprobs);
+char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model,
+                        bool role_delta, const char *text, size_t text_len, const char *finish_reason,
+                        bool include_usage_null, const struct engine_usage *usage, bool choices_empty,
+                        json_t *logprobs);
+/* A choice's logprobs object for n token records: chat's {"content": [{token,
+ * logprob, bytes, top_logprobs}], "refusal": null}, or the completions form
+ * {tokens, token_logprobs, top_logprobs, text_offset} with offsets counted
+ * in bytes from `offset`. New reference; NULL if out of memory. */
+json_t *api_logprobs_json(enum engine_kind kind, const struct engine_logprob *lp, size_t n, size_t offset);
 
 /* An embeddings list object. vectors[i] has dim floats. Returns malloc'd JSON. */
 char *api_embeddings_json(const char *model, const float *const *vectors, size_t n, size_t dim,

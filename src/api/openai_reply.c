@@ -174,6 +174,13 @@ char *api_completion_json(enum engine_kind kind, const char *id, int64_t created
                           const char *model, const char *text, size_t text_len,
                           const char *finish_reason, const struct engine_usage *usage)
 {
+    return api_completion_json_lp(kind, id, created, model, text, text_len, finish_reason, usage, NULL);
+}
+
+char *api_completion_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model,
+                             const char *text, size_t text_len, const char *finish_reason,
+                             const struct engine_usage *usage, json_t *logprobs)
+{
     bool chat = kind == ENGINE_CHAT;
     json_t *root = head_json(id, chat ? "chat.completion" : "text_completion", created, model);
     json_t *choices = json_array();
@@ -194,8 +201,10 @@ char *api_completion_json(enum engine_kind kind, const char *id, int64_t created
     } else if (put(choice, "text", json_str(text, text ? text_len : 0)) < 0) {
         goto fail;
     }
+    json_t *lp = logprobs;
+    logprobs = NULL;
     if (put(choice, "finish_reason", finish_json(finish_reason)) < 0 ||
-        put(choice, "logprobs", json_null()) < 0)
+        put(choice, "logprobs", lp ? lp : json_null()) < 0)
         goto fail;
     json_t *c = choice;
     choice = NULL;
@@ -208,6 +217,7 @@ char *api_completion_json(enum engine_kind kind, const char *id, int64_t created
         goto fail;
     return dump_json(root);
 fail:
+    json_decref(logprobs);
     json_decref(choice);
     json_decref(choices);
     json_decref(root);
@@ -218,6 +228,15 @@ char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, con
                      bool role_delta, const char *text, size_t text_len,
                      const char *finish_reason, bool include_usage_null,
                      const struct engine_usage *usage, bool choices_empty)
+{
+    return api_chunk_json_lp(kind, id, created, model, role_delta, text, text_len, finish_reason,
+                             include_usage_null, usage, choices_empty, NULL);
+}
+
+char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model,
+                        bool role_delta, const char *text, size_t text_len, const char *finish_reason,
+                        bool include_usage_null, const struct engine_usage *usage, bool choices_empty,
+                        json_t *logprobs)
 {
     bool chat = kind == ENGINE_CHAT;
     json_t *root =
@@ -244,8 +263,10 @@ char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, con
         } else if (put(choice, "text", json_str(text, text ? text_len : 0)) < 0) {
             goto fail;
         }
+        json_t *lp = logprobs;
+        logprobs = NULL;
         if (put(choice, "finish_reason", finish_json(finish_reason)) < 0 ||
-            put(choice, "logprobs", json_null()) < 0)
+            put(choice, "logprobs", lp ? lp : json_null()) < 0)
             goto fail;
         json_t *c = choice;
         choice = NULL;
@@ -266,10 +287,64 @@ char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, con
     }
     return dump_json(root);
 fail:
+    json_decref(logprobs);
     json_decref(choice);
     json_decref(choices);
     json_decref(root);
     return NULL;
+}
+
+/* ------------------------------------------------------------------ logprobs */
+
+static json_t *bytes_json(const char *s, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_integer((unsigned char)s[i]));
+    return a;
+}
+
+static json_t *lp_entry_json(const char *piece, size_t len, float logprob)
+{
+    return json_pack("{s:o, s:f, s:o}", "token", json_str(piece, len), "logprob", (double)logprob, "bytes",
+                     bytes_json(piece, len));
+}
+
+json_t *api_logprobs_json(enum engine_kind kind, const struct engine_logprob *lp, size_t n, size_t offset)
+{
+    if (kind == ENGINE_CHAT) {
+        json_t *content = json_array();
+        for (size_t i = 0; content && i < n; i++) {
+            json_t *e = lp_entry_json(lp[i].piece, lp[i].len, lp[i].logprob);
+            json_t *top = json_array();
+            for (int k = 0; top && k < lp[i].n_top; k++)
+                json_array_append_new(top, lp_entry_json(lp[i].top[k].piece, lp[i].top[k].len, lp[i].top[k].logprob));
+            if (e)
+                json_object_set_new(e, "top_logprobs", top ? top : json_array());
+            else
+                json_decref(top);
+            if (e)
+                json_array_append_new(content, e);
+        }
+        return json_pack("{s:o*, s:n}", "content", content, "refusal");
+    }
+    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    for (size_t i = 0; tokens && lps && tops && offs && i < n; i++) {
+        json_array_append_new(tokens, json_str(lp[i].piece, lp[i].len));
+        json_array_append_new(lps, json_real(lp[i].logprob));
+        json_t *t = json_object();
+        for (int k = 0; t && k < lp[i].n_top; k++) {
+            json_t *key = json_str(lp[i].top[k].piece, lp[i].top[k].len);
+            if (key)
+                json_object_set_new(t, json_string_value(key), json_real(lp[i].top[k].logprob));
+            json_decref(key);
+        }
+        json_array_append_new(tops, t ? t : json_object());
+        json_array_append_new(offs, json_integer((json_int_t)offset));
+        offset += lp[i].len;
+    }
+    return json_pack("{s:o*, s:o*, s:o*, s:o*}", "tokens", tokens, "token_logprobs", lps, "top_logprobs", tops,
+                     "text_offset", offs);
 }
 
 /* Append a float as a JSON number: 9 significant digits round-trip a float;

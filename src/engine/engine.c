@@ -49,6 +49,9 @@ struct engine_req {
     int32_t *tokens;
     size_t n_tokens;
     char *grammar;
+    struct engine_logprob *lps; /* guarded by mu */
+    size_t n_lps, cap_lps;
+    size_t pushed; /* output bytes pushed so far (guarded by mu) */
     int32_t **lists;
     size_t *list_lens;
     size_t n_lists;
@@ -83,6 +86,8 @@ void engine_req_release(struct engine_req *r) {
     buf_free(&r->out);
     free(r->tokens);
     free(r->grammar);
+    for (size_t i = 0; i < r->n_lps; i++) engine_logprob_clear(&r->lps[i]);
+    free(r->lps);
     for (size_t i = 0; i < r->n_lists; i++) free(r->lists[i]);
     free(r->lists);
     free(r->list_lens);
@@ -236,14 +241,7 @@ void engine_req_set_running(struct engine_req *r) {
     pthread_mutex_unlock(&r->mu);
 }
 
-int engine_req_push(struct engine_req *r, const char *text, size_t n) {
-    if (n == 0) return 0;
-    pthread_mutex_lock(&r->mu);
-    int rc = buf_append(&r->out, text, n);
-    if (rc == 0) engine_req__wake(r, ENGINE_PARK_OUTPUT);
-    pthread_mutex_unlock(&r->mu);
-    return rc;
-}
+int engine_req_push(struct engine_req *r, const char *text, size_t n) { return engine_req_push_lp(r, text, n, NULL, 0); }
 
 void engine_req_set_usage(struct engine_req *r, const struct engine_usage *usage) {
     pthread_mutex_lock(&r->mu);
@@ -287,6 +285,61 @@ const float *const *engine_req_embeddings(struct engine_req *r, size_t *n, size_
     const float *const *v = (const float *const *)r->vecs;
     pthread_mutex_unlock(&r->mu);
     return v;
+}
+
+void engine_logprob_clear(struct engine_logprob *lp) {
+    if (!lp) return;
+    free(lp->piece);
+    for (int i = 0; i < lp->n_top; i++) free(lp->top[i].piece);
+    free(lp->top);
+    memset(lp, 0, sizeof *lp);
+}
+
+/* Token records a request holds at most (a bound like the output buffer's). */
+#define ENGINE_MAX_LOGPROBS (1u << 16)
+
+int engine_req_push_lp(struct engine_req *r, const char *text, size_t n, struct engine_logprob *lps, size_t k) {
+    if (n == 0 && k == 0) return 0;
+    pthread_mutex_lock(&r->mu);
+    int rc = n ? buf_append(&r->out, text, n) : 0;
+    if (rc == 0) {
+        r->pushed += n;
+        if (r->n_lps + k > r->cap_lps && r->n_lps + k <= ENGINE_MAX_LOGPROBS) {
+            size_t nc = (r->n_lps + k) * 2;
+            struct engine_logprob *nv = realloc(r->lps, nc * sizeof *nv);
+            if (nv) {
+                r->lps = nv;
+                r->cap_lps = nc;
+            }
+        }
+        for (size_t i = 0; i < k; i++) {
+            if (r->n_lps < r->cap_lps) { /* past the bound the records are dropped, the text is not */
+                lps[i].end = r->pushed;
+                r->lps[r->n_lps++] = lps[i];
+                memset(&lps[i], 0, sizeof lps[i]);
+            }
+        }
+        engine_req__wake(r, ENGINE_PARK_OUTPUT);
+    }
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < k; i++) engine_logprob_clear(&lps[i]);
+    return rc;
+}
+
+size_t engine_req_take_logprobs(struct engine_req *r, size_t upto, struct engine_logprob **out) {
+    *out = NULL;
+    pthread_mutex_lock(&r->mu);
+    size_t n = 0;
+    while (n < r->n_lps && r->lps[n].end <= upto) n++;
+    if (n > 0 && (*out = malloc(n * sizeof **out))) {
+        memcpy(*out, r->lps, n * sizeof **out);
+        memmove(r->lps, r->lps + n, (r->n_lps - n) * sizeof *r->lps);
+        r->n_lps -= n;
+    } else {
+        n = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 void engine_req_set_grammar(struct engine_req *r, char *grammar) {

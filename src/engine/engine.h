@@ -220,6 +220,14 @@ int64_t engine_req_queued_us(const struct engine_req *r);
  * transport are done with it (the response has been sent). */
 void engine_req_set_permit(struct engine_req *r, struct capacity *gate);
 
+/* engine_req_push with the log-probability records of the tokens whose
+ * text ends within it (lps[0..k), taken over; each one's end is set). */
+int engine_req_push_lp(struct engine_req *r, const char *text, size_t n, struct engine_logprob *lps, size_t k);
+/* Transport side: move the records of tokens whose text lies within the
+ * first `upto` output bytes into *out (malloc'd array; caller clears each
+ * and frees it). Returns the count (0: *out NULL). */
+size_t engine_req_take_logprobs(struct engine_req *r, size_t upto, struct engine_logprob **out);
+
 /* The GBNF grammar the output must follow (the request's, or one made
  * from its JSON schema), set by the engine at submit; malloc'd, taken over. */
 void engine_req_set_grammar(struct engine_req *r, char *grammar);

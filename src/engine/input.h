@@ -38,7 +38,32 @@ struct engine_sampling {
     char *json_schema; /* output constrained to this JSON schema (JSON text), or NULL */
     char *grammar;     /* output constrained to this GBNF grammar, or NULL */
     bool ignore_eos;  /* keep generating past end-of-generation tokens */
+    bool logprobs;    /* report the sampled tokens' log-probabilities */
+    int top_logprobs; /* and this many (0..ENGINE_MAX_TOP_LOGPROBS) most likely alternatives */
 };
+
+#define ENGINE_MAX_TOP_LOGPROBS 20
+
+/* One generated token's log-probability, with the most likely alternatives,
+ * in the distribution sampled from (after the grammar and the penalties,
+ * before temperature and truncation). */
+struct engine_logprob_alt {
+    char *piece; /* the token's text (malloc'd; may be part of a UTF-8 character) */
+    size_t len;
+    float logprob;
+};
+
+struct engine_logprob {
+    char *piece;
+    size_t len;
+    float logprob;
+    struct engine_logprob_alt *top; /* n_top entries, most likely first */
+    int n_top;
+    size_t end; /* output bytes up to and with this token's text */
+};
+
+/* Free what lp points to. */
+void engine_logprob_clear(struct engine_logprob *lp);
 
 struct engine_input {
     enum engine_kind kind;

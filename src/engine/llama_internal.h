@@ -58,8 +58,17 @@ struct slot {
     llama_token last; /* sampled, not yet in the KV cache */
     int i_batch;      /* index of this slot's logits in the batch, -1 = none */
 
-    struct llama_sampler *smpl;
+    struct llama_sampler *smpl; /* the whole chain, or with logprobs the part after them */
     struct stopmatch stop;
+    /* logprobs (llama_logprobs.c) */
+    bool lp_on;
+    int lp_top;                  /* alternatives wanted */
+    struct llama_sampler *lp_pre; /* grammar and penalties, before the log-probabilities */
+    llama_token_data *lp_cur;    /* n_vocab scratch */
+    float *lp_logit;             /* n_vocab: logits after pre, by token */
+    struct engine_logprob *lp_pend; /* records whose text is not yet released */
+    size_t lp_n, lp_cap;
+    size_t lp_budget;            /* bytes released and not yet matched to a record */
     struct buf pend; /* bytes of an unfinished UTF-8 character */
     struct buf emit; /* scratch for text released this step */
 
@@ -138,6 +147,16 @@ int llama_engine__prompt_init(struct llama_engine *e, const char *want, const ch
 void llama_engine__prompt_free(struct llama_engine *e);
 int32_t *llama_engine__chat_tokens(struct llama_engine *e, const struct engine_input *in, size_t *n,
                                    struct corral_err *err);
+
+/* llama_logprobs.c (scheduler thread): sample with log-probabilities;
+ * start takes over pre (NULL = none) and needs s->smpl to be the rest of
+ * the chain; push is engine_req_push with the records of the tokens the
+ * text completes. */
+int llama_lp_start(struct llama_engine *e, struct slot *s, int n_top, struct llama_sampler *pre);
+llama_token llama_lp_sample(struct llama_engine *e, struct slot *s, int idx);
+void llama_lp_drop_last(struct slot *s);
+int llama_lp_push(struct slot *s, const char *text, size_t n);
+void llama_lp_free(struct slot *s);
 
 /* llama_submit.c: format and tokenise on the caller's thread, then queue. */
 enum corral_status llama_engine__submit(struct engine *base, struct engine_req *r, struct corral_err *err);

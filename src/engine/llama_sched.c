@@ -26,6 +26,7 @@ static const char llama_engine__json_grammar[] =
 static void slot__reset_sampling(struct slot *s) {
     if (s->smpl) llama_sampler_free(s->smpl);
     s->smpl = NULL;
+    llama_lp_free(s);
     stopmatch_free(&s->stop);
     buf_reset(&s->pend);
     buf_reset(&s->emit);
@@ -38,21 +39,26 @@ void llama_engine__slot_free(struct slot *s) {
     free(s->cache);
 }
 
+/* The request's samplers: one chain, or with logprobs the grammar and
+ * penalties in *pre and the rest in the returned chain. */
 static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const struct engine_sampling *sp,
-                                                   const char *grammar, struct corral_err *err) {
+                                                   const char *grammar, struct llama_sampler **pre,
+                                                   struct corral_err *err) {
     struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
-    struct llama_sampler *ch = llama_sampler_chain_init(cp);
+    struct llama_sampler *ch = llama_sampler_chain_init(cp), *first = ch;
+    if (pre) *pre = NULL;
+    if (pre && ch && !(first = *pre = llama_sampler_chain_init(cp))) goto fail;
     if (!ch) goto fail;
     if (sp->json_object && !grammar) grammar = llama_engine__json_grammar;
     if (grammar) {
         struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, grammar, "root");
         if (!g) goto fail;
-        llama_sampler_chain_add(ch, g);
+        llama_sampler_chain_add(first, g);
     }
     if (sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f)
-        llama_sampler_chain_add(ch, llama_sampler_init_penalties(e->n_vocab, 64, 1.0f, sp->frequency_penalty,
-                                                                 sp->presence_penalty));
+        llama_sampler_chain_add(first, llama_sampler_init_penalties(e->n_vocab, 64, 1.0f, sp->frequency_penalty,
+                                                                    sp->presence_penalty));
     if (sp->temperature <= 0.0f) {
         llama_sampler_chain_add(ch, llama_sampler_init_greedy());
     } else {
@@ -66,12 +72,19 @@ static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const
     return ch;
 fail:
     if (ch) llama_sampler_free(ch);
+    if (pre && *pre) llama_sampler_free(*pre);
+    if (pre) *pre = NULL;
     corral_err_set(err, CORRAL_ENGINE, NULL, "could not create the sampler");
     return NULL;
 }
 
 /* --------------------------------------------------------------- scheduler */
 
+
+/* Hand released text to the request, with its tokens' logprob records. */
+static int llama_engine__push(struct slot *s, const char *text, size_t n) {
+    return s->lp_on ? llama_lp_push(s, text, n) : engine_req_push(s->req, text, n);
+}
 
 /* End a slot's request: report usage, finish or fail, go idle. The KV cells
  * and `cache` stay for prefix reuse. */
@@ -81,7 +94,7 @@ static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum 
         if (!err && s->n_decoded > 0) { /* release text held back for a stop string */
             buf_reset(&s->emit);
             stopmatch_flush(&s->stop, &s->emit);
-            if (s->emit.len) engine_req_push(s->req, s->emit.data, s->emit.len);
+            if (s->emit.len) llama_engine__push(s, s->emit.data, s->emit.len);
         }
         struct engine_usage u = {.prompt_tokens = s->n_prompt,
                               .completion_tokens = s->n_decoded,
@@ -199,7 +212,15 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     }
     struct slot *s = best;
     const struct engine_input *in = engine_req_input(r);
-    s->smpl = llama_engine__sampler(e, &in->sampling, engine_req_grammar(r), &err);
+    bool want_lp = in->sampling.logprobs;
+    struct llama_sampler *pre = NULL;
+    s->smpl = llama_engine__sampler(e, &in->sampling, engine_req_grammar(r), want_lp ? &pre : NULL, &err);
+    if (s->smpl && want_lp && llama_lp_start(e, s, in->sampling.top_logprobs, pre) != 0) {
+        corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
+        llama_sampler_free(s->smpl);
+        s->smpl = NULL;
+        llama_lp_free(s);
+    }
     if (!s->smpl) {
         engine_req_fail(r, &err);
         engine_req_release(r);
@@ -298,6 +319,7 @@ static bool llama_engine__on_token(struct llama_engine *e, struct slot *s, llama
     s->n_decoded++;
     atomic_fetch_add(&e->st_generated, 1);
     if (llama_vocab_is_eog(e->vocab, tok) && !s->ignore_eos) {
+        if (s->lp_on) llama_lp_drop_last(s); /* the end is not part of the output */
         llama_engine__slot_end(e, s, ENGINE_FINISH_STOP, NULL);
         return true;
     }
@@ -312,7 +334,7 @@ static bool llama_engine__on_token(struct llama_engine *e, struct slot *s, llama
         stopped = stopmatch_feed(&s->stop, s->pend.data, ready, &s->emit);
         buf_consume(&s->pend, ready);
     }
-    if (s->emit.len && engine_req_push(s->req, s->emit.data, s->emit.len) != 0) {
+    if (s->emit.len && llama_engine__push(s, s->emit.data, s->emit.len) != 0) {
         struct corral_err err;
         corral_err_set(&err, CORRAL_CANCELLED, NULL, "client too slow: output buffer full");
         log_warn("model %s: cancelling a request whose client does not read its output", e->id);
@@ -484,7 +506,8 @@ void *llama_engine__run(void *arg) {
             struct slot *s = &e->slots[i];
             if (s->i_batch < 0 || s->state == SLOT_IDLE) continue;
             if (s->state == SLOT_PROMPT && s->n_cache < s->n_prompt) continue;
-            llama_token tok = llama_sampler_sample(s->smpl, e->ctx, s->i_batch);
+            llama_token tok = s->lp_on ? llama_lp_sample(e, s, s->i_batch)
+                                       : llama_sampler_sample(s->smpl, e->ctx, s->i_batch);
             llama_engine__on_token(e, s, tok);
         }
     }

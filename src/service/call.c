@@ -36,6 +36,8 @@ struct svc_call {
     bool stream;
     bool include_usage;
     bool base64;
+    bool logprobs;
+    size_t taken; /* output bytes taken so far (the logprob records follow them) */
     char id[48];
     int64_t created;
     char *model;
@@ -70,6 +72,7 @@ enum corral_status svc_call_start(struct service *s, const struct svc_method *m,
         c->stream = in.stream && kind != ENGINE_EMBEDDING;
         c->include_usage = in.include_usage;
         c->base64 = in.encoding_base64;
+        c->logprobs = in.in.sampling.logprobs;
         c->created = time_wall_s();
         api_make_id(kind == ENGINE_CHAT ? "chatcmpl-" : kind == ENGINE_COMPLETION ? "cmpl-" : "emb-", c->id,
                     sizeof c->id);
@@ -109,6 +112,20 @@ bool svc_call_park(struct svc_call *c, void (*suspend)(void *ctx), void *ctx) {
     return engine_req_park(c->req, mode, suspend, ctx);
 }
 
+/* The logprobs object of the records for the first `upto` output bytes
+ * taken (NULL when the request did not ask for them). */
+static json_t *svc__logprobs(struct svc_call *c, size_t n) {
+    if (!c->logprobs) return NULL;
+    size_t from = c->taken;
+    c->taken += n;
+    struct engine_logprob *lp = NULL;
+    size_t k = engine_req_take_logprobs(c->req, c->taken, &lp);
+    json_t *o = api_logprobs_json(c->kind, lp, k, from);
+    for (size_t i = 0; i < k; i++) engine_logprob_clear(&lp[i]);
+    free(lp);
+    return o;
+}
+
 /* A whole (non-streaming) response, once the request is done. */
 static void svc__whole(struct svc_call *c, const struct engine_req_view *v, struct svc_result *res) {
     if (c->kind == ENGINE_EMBEDDING) {
@@ -125,8 +142,8 @@ static void svc__whole(struct svc_call *c, const struct engine_req_view *v, stru
     }
     len = engine_req_take(c->req, text, len, NULL);
     svc__result_json(res, 200,
-                     api_completion_json(c->kind, c->id, c->created, c->model, text, len,
-                                         svc__finish_name(v->finish), &v->usage));
+                     api_completion_json_lp(c->kind, c->id, c->created, c->model, text, len,
+                                            svc__finish_name(v->finish), &v->usage, svc__logprobs(c, len)));
     free(text);
 }
 
@@ -192,8 +209,9 @@ enum svc_event svc_call_next(struct svc_call *c, char **json, struct svc_result 
     }
     size_t n = engine_req_take(c->req, c->take, SVC_TAKE_MAX, &v);
     if (n > 0)
-        return svc__chunk(c, api_chunk_json(c->kind, c->id, c->created, c->model, false, c->take, n, NULL,
-                                            c->include_usage, NULL, false), json, res);
+        return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, false, c->take, n, NULL,
+                                               c->include_usage, NULL, false, svc__logprobs(c, n)),
+                          json, res);
     /* text still pending (taken before DONE was seen) comes before the end */
     if (v.state != ENGINE_REQ_DONE || engine_req_pending(c->req) > 0) return SVC_EV_NONE;
     if (v.status == CORRAL_OK && !c->sent_finish) {

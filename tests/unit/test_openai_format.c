@@ -81,11 +81,33 @@ static void test_grammar(void **state) {
     api_request_free(&req);
 }
 
+static void test_logprobs(void **state) {
+    (void)state;
+    struct api_request req;
+    struct corral_err err;
+    assert_int_equal(parse(CHAT(",\"logprobs\":true,\"top_logprobs\":5"), &req, &err), CORRAL_OK);
+    assert_true(req.in.sampling.logprobs);
+    assert_int_equal(req.in.sampling.top_logprobs, 5);
+    api_request_free(&req);
+    assert_int_equal(parse(CHAT(""), &req, &err), CORRAL_OK);
+    assert_false(req.in.sampling.logprobs);
+    api_request_free(&req);
+    const char *c = "{\"model\":\"m\",\"prompt\":\"p\",\"logprobs\":3}";
+    assert_int_equal(api_request_parse(ENGINE_COMPLETION, c, strlen(c), &req, &err), CORRAL_OK);
+    assert_true(req.in.sampling.logprobs);
+    assert_int_equal(req.in.sampling.top_logprobs, 3);
+    api_request_free(&req);
+    c = "{\"model\":\"m\",\"prompt\":\"p\",\"logprobs\":\"x\"}";
+    assert_int_equal(api_request_parse(ENGINE_COMPLETION, c, strlen(c), &req, &err), CORRAL_INVALID_REQUEST);
+    assert_string_equal(err.param, "logprobs");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_schema),
         cmocka_unit_test(test_json_schema_errors),
         cmocka_unit_test(test_grammar),
+        cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
