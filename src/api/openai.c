@@ -546,8 +546,8 @@ static enum corral_status parse_logprobs(const json_t *root, enum engine_kind ki
     return CORRAL_OK;
 }
 
-/* Fields OpenAI has and corral does not: tools, n > 1, ... */
-static enum corral_status parse_unsupported(const json_t *root, enum engine_kind kind,
+/* n, and the fields OpenAI has and corral does not: tools, ... */
+static enum corral_status parse_unsupported(const json_t *root, enum engine_kind kind, int *n_out,
                                             struct corral_err *err)
 {
     json_int_t n = 1;
@@ -555,8 +555,10 @@ static enum corral_status parse_unsupported(const json_t *root, enum engine_kind
     enum corral_status st = get_int(root, "n", 1, &n, &given, err);
     if (st != CORRAL_OK)
         return st;
-    if (n > 1)
-        return corral_err_set(err, CORRAL_UNSUPPORTED, "n", "n > 1 is not supported");
+    if (n > API_MAX_CHOICES)
+        return corral_err_set(err, CORRAL_INVALID_REQUEST, "n", "'n' may be at most %d, got %lld", API_MAX_CHOICES,
+                              (long long)n);
+    *n_out = (int)n;
 
     json_t *v;
     static const char *const list_keys[] = {"tools", "functions"};
@@ -739,7 +741,7 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
         return st;
 
     if ((st = parse_stop(root, s, err)) != CORRAL_OK ||
-        (st = parse_unsupported(root, kind, err)) != CORRAL_OK ||
+        (st = parse_unsupported(root, kind, &out->n, err)) != CORRAL_OK ||
         (st = parse_response_format(root, s, err)) != CORRAL_OK ||
         (st = parse_grammar(root, s, err)) != CORRAL_OK ||
         (st = parse_logprobs(root, kind, s, err)) != CORRAL_OK ||
@@ -758,6 +760,7 @@ static void request_defaults(struct api_request *out, enum engine_kind kind)
     out->in.sampling.temperature = 1.0f;
     out->in.sampling.top_p = 1.0f;
     out->in.keep_alive_ms = ENGINE_KEEP_ALIVE_UNSET;
+    out->n = 1;
 }
 
 enum corral_status api_request_parse(enum engine_kind kind, const char *body, size_t len,

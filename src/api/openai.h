@@ -20,6 +20,7 @@
 
 #define API_MAX_STOP ENGINE_MAX_STOP
 #define API_MAX_EMBED_INPUTS 2048
+#define API_MAX_CHOICES 16
 
 /* A parsed request: what the engine is asked to do (in), and what only the
  * API layer needs (the model's name, how to frame the answer). */
@@ -29,6 +30,7 @@ struct api_request {
     bool encoding_base64; /* embeddings: encoding_format "base64" */
     bool stream;
     bool include_usage; /* stream_options.include_usage */
+    int n;              /* choices (1..API_MAX_CHOICES) */
     char *user;         /* optional, unused except for logs */
 };
 
@@ -72,10 +74,21 @@ char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, con
 char *api_completion_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model,
                              const char *text, size_t text_len, const char *finish_reason,
                              const struct engine_usage *usage, json_t *logprobs);
-char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model,
+char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model, int index,
                         bool role_delta, const char *text, size_t text_len, const char *finish_reason,
                         bool include_usage_null, const struct engine_usage *usage, bool choices_empty,
                         json_t *logprobs);
+/* One choice of a whole response; logprobs: a reference the builder takes (NULL = null). */
+struct api_choice {
+    const char *text;
+    size_t len;
+    const char *finish_reason;
+    json_t *logprobs;
+};
+/* A whole response with n choices (indexes 0..n-1). Takes every choice's
+ * logprobs reference, also on failure. Malloc'd JSON or NULL. */
+char *api_choices_json(enum engine_kind kind, const char *id, int64_t created, const char *model,
+                       struct api_choice *choices, size_t n, const struct engine_usage *usage);
 /* A choice's logprobs object for n token records: chat's {"content": [{token,
  * logprob, bytes, top_logprobs}], "refusal": null}, or the completions form
  * {tokens, token_logprobs, top_logprobs, text_offset} with offsets counted

@@ -181,45 +181,66 @@ char *api_completion_json_lp(enum engine_kind kind, const char *id, int64_t crea
                              const char *text, size_t text_len, const char *finish_reason,
                              const struct engine_usage *usage, json_t *logprobs)
 {
-    bool chat = kind == ENGINE_CHAT;
-    json_t *root = head_json(id, chat ? "chat.completion" : "text_completion", created, model);
-    json_t *choices = json_array();
+    struct api_choice one = {.text = text, .len = text_len, .finish_reason = finish_reason, .logprobs = logprobs};
+    return api_choices_json(kind, id, created, model, &one, 1, usage);
+}
+
+static json_t *choice_json(enum engine_kind kind, int index, struct api_choice *c)
+{
     json_t *choice = json_object();
-    if (!root || !choices || !choice || put(choice, "index", json_integer(0)) < 0)
+    json_t *lp = c->logprobs;
+    c->logprobs = NULL;
+    if (!choice || put(choice, "index", json_integer(index)) < 0)
         goto fail;
-    if (chat) {
-        json_t *msg = json_object();
-        if (!msg)
-            goto fail;
-        if (put(msg, "role", json_string("assistant")) < 0 ||
-            put(msg, "content", json_str(text, text ? text_len : 0)) < 0) {
+    if (kind == ENGINE_CHAT) {
+        json_t *msg = json_pack("{s:s}", "role", "assistant");
+        if (!msg || put(msg, "content", json_str(c->text, c->text ? c->len : 0)) < 0) {
             json_decref(msg);
             goto fail;
         }
         if (put(choice, "message", msg) < 0)
             goto fail;
-    } else if (put(choice, "text", json_str(text, text ? text_len : 0)) < 0) {
+    } else if (put(choice, "text", json_str(c->text, c->text ? c->len : 0)) < 0) {
         goto fail;
     }
-    json_t *lp = logprobs;
-    logprobs = NULL;
-    if (put(choice, "finish_reason", finish_json(finish_reason)) < 0 ||
-        put(choice, "logprobs", lp ? lp : json_null()) < 0)
+    json_t *l = lp;
+    lp = NULL;
+    if (put(choice, "finish_reason", finish_json(c->finish_reason)) < 0 ||
+        put(choice, "logprobs", l ? l : json_null()) < 0)
         goto fail;
-    json_t *c = choice;
-    choice = NULL;
-    if (json_array_append_new(choices, c) < 0)
+    return choice;
+fail:
+    json_decref(lp);
+    json_decref(choice);
+    return NULL;
+}
+
+char *api_choices_json(enum engine_kind kind, const char *id, int64_t created, const char *model,
+                       struct api_choice *choices, size_t n, const struct engine_usage *usage)
+{
+    bool chat = kind == ENGINE_CHAT;
+    json_t *root = head_json(id, chat ? "chat.completion" : "text_completion", created, model);
+    json_t *arr = json_array();
+    size_t i = 0;
+    if (!root || !arr)
         goto fail;
-    json_t *cs = choices;
-    choices = NULL;
+    for (; i < n; i++) {
+        json_t *c = choice_json(kind, (int)i, &choices[i]);
+        if (!c || json_array_append_new(arr, c) < 0)
+            goto fail;
+    }
+    json_t *cs = arr;
+    arr = NULL;
     if (put(root, "choices", cs) < 0 || put(root, "usage", usage_json(usage)) < 0 ||
         put(root, "system_fingerprint", json_string("corral")) < 0)
         goto fail;
     return dump_json(root);
 fail:
-    json_decref(logprobs);
-    json_decref(choice);
-    json_decref(choices);
+    for (; i < n; i++) {
+        json_decref(choices[i].logprobs);
+        choices[i].logprobs = NULL;
+    }
+    json_decref(arr);
     json_decref(root);
     return NULL;
 }
@@ -229,11 +250,11 @@ char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, con
                      const char *finish_reason, bool include_usage_null,
                      const struct engine_usage *usage, bool choices_empty)
 {
-    return api_chunk_json_lp(kind, id, created, model, role_delta, text, text_len, finish_reason,
+    return api_chunk_json_lp(kind, id, created, model, 0, role_delta, text, text_len, finish_reason,
                              include_usage_null, usage, choices_empty, NULL);
 }
 
-char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model,
+char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model, int index,
                         bool role_delta, const char *text, size_t text_len, const char *finish_reason,
                         bool include_usage_null, const struct engine_usage *usage, bool choices_empty,
                         json_t *logprobs)
@@ -247,7 +268,7 @@ char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, 
         goto fail;
     if (!choices_empty) {
         choice = json_object();
-        if (!choice || put(choice, "index", json_integer(0)) < 0)
+        if (!choice || put(choice, "index", json_integer(index)) < 0)
             goto fail;
         if (chat) {
             json_t *delta = json_object();

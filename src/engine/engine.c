@@ -115,6 +115,49 @@ void engine_input_free(struct engine_input *in) {
     memset(in, 0, sizeof *in);
 }
 
+static int engine__dup(char **dst, const char *src) {
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? -1 : 0;
+}
+
+int engine_input_copy(struct engine_input *dst, const struct engine_input *src) {
+    *dst = *src;
+    dst->messages = NULL;
+    dst->prompt = NULL;
+    dst->prompt_tokens = NULL;
+    dst->inputs = NULL;
+    dst->n_messages = dst->n_inputs = 0;
+    for (int i = 0; i < ENGINE_MAX_STOP; i++) dst->sampling.stop[i] = NULL;
+    dst->sampling.n_stop = 0;
+    dst->sampling.json_schema = dst->sampling.grammar = NULL;
+    int rc = 0;
+    if (src->n_messages && !(dst->messages = calloc(src->n_messages, sizeof *dst->messages))) rc = -1;
+    for (size_t i = 0; rc == 0 && i < src->n_messages; i++) {
+        rc |= engine__dup(&dst->messages[i].role, src->messages[i].role);
+        rc |= engine__dup(&dst->messages[i].content, src->messages[i].content);
+        dst->n_messages = i + 1;
+    }
+    if (rc == 0) rc = engine__dup(&dst->prompt, src->prompt);
+    if (rc == 0 && src->prompt_tokens) {
+        dst->prompt_tokens = malloc((src->n_prompt_tokens ? src->n_prompt_tokens : 1) * sizeof *dst->prompt_tokens);
+        if (!dst->prompt_tokens) rc = -1;
+        else memcpy(dst->prompt_tokens, src->prompt_tokens, src->n_prompt_tokens * sizeof *dst->prompt_tokens);
+    }
+    if (rc == 0 && src->n_inputs && !(dst->inputs = calloc(src->n_inputs, sizeof *dst->inputs))) rc = -1;
+    for (size_t i = 0; rc == 0 && i < src->n_inputs; i++) {
+        rc |= engine__dup(&dst->inputs[i], src->inputs[i]);
+        dst->n_inputs = i + 1;
+    }
+    for (int i = 0; rc == 0 && i < src->sampling.n_stop; i++) {
+        rc |= engine__dup(&dst->sampling.stop[i], src->sampling.stop[i]);
+        dst->sampling.n_stop = i + 1;
+    }
+    if (rc == 0) rc = engine__dup(&dst->sampling.json_schema, src->sampling.json_schema);
+    if (rc == 0) rc = engine__dup(&dst->sampling.grammar, src->sampling.grammar);
+    if (rc != 0) engine_input_free(dst);
+    return rc;
+}
+
 const struct engine_input *engine_req_input(const struct engine_req *r) { return &r->in; }
 
 void engine_req_set_body(struct engine_req *r, char *body, size_t len) {
@@ -142,7 +185,19 @@ void engine_req_set_queued_us(struct engine_req *r, int64_t us) { r->queued_us =
 int64_t engine_req_queued_us(const struct engine_req *r) { return r->queued_us; }
 void engine_req_set_max_wait(struct engine_req *r, int64_t ms) { r->max_wait_ms = ms; }
 int64_t engine_req_max_wait_ms(const struct engine_req *r) { return r->max_wait_ms; }
-void engine_req_set_permit(struct engine_req *r, struct capacity *gate) { r->permit = gate; }
+void engine_req_set_permit(struct engine_req *r, struct capacity *gate) {
+    pthread_mutex_lock(&r->mu);
+    r->permit = gate;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void engine_req_drop_permit(struct engine_req *r) {
+    pthread_mutex_lock(&r->mu);
+    struct capacity *gate = r->state == ENGINE_REQ_DONE ? r->permit : NULL;
+    if (gate) r->permit = NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (gate) capacity_release(gate);
+}
 
 void engine_req_cancel(struct engine_req *r) { atomic_store(&r->cancelled, true); }
 

@@ -219,6 +219,10 @@ int64_t engine_req_queued_us(const struct engine_req *r);
  * back when the request is freed, i.e. once both the engine and the
  * transport are done with it (the response has been sent). */
 void engine_req_set_permit(struct engine_req *r, struct capacity *gate);
+/* Give a DONE request's permit back now, before the request is freed (a
+ * choice of several that waits for its siblings holds none). No-op
+ * before DONE. */
+void engine_req_drop_permit(struct engine_req *r);
 
 /* engine_req_push with the log-probability records of the tokens whose
  * text ends within it (lps[0..k), taken over; each one's end is set). */

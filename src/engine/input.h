@@ -96,6 +96,8 @@ struct engine_usage {
     int64_t cached_tokens; /* prompt tokens served from the KV cache */
 };
 
+/* A deep copy of src into dst. 0, or -1 if out of memory (dst left empty). */
+int engine_input_copy(struct engine_input *dst, const struct engine_input *src);
 /* Free what in points to; safe on a zeroed struct (which it leaves zeroed). */
 void engine_input_free(struct engine_input *in);
 

@@ -2,18 +2,27 @@
  * transport: parse, submit to the pool, then hand out its events.
  *
  * DESIGN
- * The call owns the engine request and the model's pin. Its transport
- * asks for the next event (svc_call_next) and, when there is none, parks
- * the call (svc_call_park): the engine's next matching change runs the
- * transport's notify, which brings it back to svc_call_next. What a park
- * waits for follows the call's phase: a whole response waits for the end,
- * a stream not yet admitted for its start (so a request refused while
- * queued still gets its own status), a running stream for output. Parking
- * and waking happen under the request's lock, so no wake-up is lost.
+ * The call owns one engine request and model pin per choice (`n`). Its
+ * transport asks for the next event (svc_call_next) and, when there is
+ * none, parks the call (svc_call_park): the engine's next matching change
+ * runs the transport's notify, which brings it back to svc_call_next. What
+ * a park waits for follows the call's phase: a whole response waits for
+ * the end, a stream not yet admitted for its start (so a request refused
+ * while queued still gets its own status), a running stream for output.
+ *
+ * With several choices (as many as API_MAX_CHOICES; past the free slots
+ * they run in turn, each finished one giving its permit back at once)
+ * the call parks every request that has nothing to say, with the call's own notify: under the call's lock it either finds
+ * an event that came in meanwhile (`news`) or marks itself parked and
+ * suspends its transport, and a request's wake-up takes the same lock, so
+ * no wake-up is lost. Each choice is its own request: it takes its own
+ * admission permit, its prompt is shared through the engine's prefix
+ * reuse (a slot copies another's KV), and it samples with its own seed.
  *
  * The events are the same for every transport: the HTTP transport frames
  * a chunk as an SSE event, JSON-RPC as a stream.chunk notification.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,29 +37,69 @@
 /* Output an engine may hold for one call before its client is "too slow". */
 #define SVC_OUT_CAP (4u << 20)
 
-struct svc_call {
-    struct service *svc;
+struct svc_choice {
     struct engine_req *req;
     struct pool_pin *pin;
+    size_t taken; /* output bytes taken so far (the logprob records follow them) */
+    bool sent_role, sent_finish;
+};
+
+struct svc_call {
+    struct service *svc;
+    struct svc_choice ch[API_MAX_CHOICES];
+    int n;
+    int next; /* the choice a stream looks at first (round robin) */
     enum engine_kind kind;
     bool stream;
     bool include_usage;
     bool base64;
     bool logprobs;
-    size_t taken; /* output bytes taken so far (the logprob records follow them) */
     char id[48];
     int64_t created;
     char *model;
 
-    bool started;   /* SVC_EV_START was handed out */
-    bool sent_role; /* the chat stream's first chunk */
-    bool sent_finish;
+    bool started; /* SVC_EV_START was handed out */
     bool sent_usage;
     bool ended; /* SVC_EV_END was handed out */
     char *take;
+
+    /* the transport's wake-up, behind the call's own (see DESIGN) */
+    engine_notify_fn notify;
+    void *notify_ctx;
+    pthread_mutex_t mu;
+    bool parked, news;
 };
 
 static const char *svc__finish_name(enum engine_finish f) { return f == ENGINE_FINISH_LENGTH ? "length" : "stop"; }
+
+/* A choice's request has news (the engine's thread, under its lock). */
+static void svc__notify(void *ctx) {
+    struct svc_call *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    bool wake = c->parked;
+    c->parked = false;
+    if (!wake) c->news = true;
+    if (wake && c->notify) c->notify(c->notify_ctx);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The raw body for choice i of n: as sent, or with n 1 and its own seed
+ * for backends that forward it. */
+static char *svc__body_for(const char *body, size_t len, int i, int n, size_t *out_len) {
+    if (n == 1) {
+        *out_len = len;
+        return (char *)body;
+    }
+    json_t *root = json_loadb(body, len, 0, NULL);
+    if (!root) return NULL;
+    json_object_set_new(root, "n", json_integer(1));
+    json_t *seed = json_object_get(root, "seed");
+    if (json_is_integer(seed)) json_object_set_new(root, "seed", json_integer(json_integer_value(seed) + i));
+    char *out = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    *out_len = out ? strlen(out) : 0;
+    return out;
+}
 
 enum corral_status svc_call_start(struct service *s, const struct svc_method *m, char *body, size_t len,
                                   const struct svc_call_params *p, struct svc_call **out, struct corral_err *err) {
@@ -65,38 +114,65 @@ enum corral_status svc_call_start(struct service *s, const struct svc_method *m,
         return st;
     }
     struct svc_call *c = calloc(1, sizeof *c);
+    bool nomem = !c;
     if (c) {
+        pthread_mutex_init(&c->mu, NULL);
         c->svc = s;
         c->kind = kind;
+        c->n = in.n > 0 ? in.n : 1;
         c->model = strdup(in.model);
         c->stream = in.stream && kind != ENGINE_EMBEDDING;
         c->include_usage = in.include_usage;
         c->base64 = in.encoding_base64;
         c->logprobs = in.in.sampling.logprobs;
         c->created = time_wall_s();
+        c->notify = p->notify;
+        c->notify_ctx = p->notify_ctx;
         api_make_id(kind == ENGINE_CHAT ? "chatcmpl-" : kind == ENGINE_COMPLETION ? "cmpl-" : "emb-", c->id,
                     sizeof c->id);
-        c->req = engine_req_new(&in.in, SVC_OUT_CAP);
+        for (int i = 0; i < c->n && !nomem; i++) {
+            struct engine_input copy;
+            if (i + 1 < c->n) {
+                if (engine_input_copy(&copy, &in.in) != 0) {
+                    nomem = true;
+                    break;
+                }
+                if (copy.sampling.has_seed) copy.sampling.seed += (uint64_t)(c->n - 1 - i);
+            }
+            /* the last choice takes the parsed input itself (choice 0 keeps the request's seed) */
+            int idx = c->n - 1 - i;
+            c->ch[idx].req = engine_req_new(i + 1 < c->n ? &copy : &in.in, SVC_OUT_CAP);
+            if (!c->ch[idx].req) nomem = true;
+        }
         if (c->stream) c->take = malloc(SVC_TAKE_MAX);
+        nomem |= !c->model || (c->stream && !c->take);
     }
     api_request_free(&in);
-    if (!c || !c->model || !c->req || (c->stream && !c->take)) {
+    if (nomem) {
         free(body);
         svc_call_free(c);
         return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
     }
-    /* the raw body rides along for backends that forward it; the pool
-     * drops it for in-process models */
-    engine_req_set_body(c->req, body, body ? len : 0);
-    engine_req_set_fd(c->req, p->fd);
-    engine_req_set_notify(c->req, p->notify, p->notify_ctx);
-    engine_req_set_max_wait(c->req, p->max_wait_ms >= 0 ? p->max_wait_ms : s->queue_timeout_ms);
-    /* submits now, or once the model is loaded; the model stays pinned
-     * until the call is freed */
-    st = pool_submit(s->pool, c->model, c->req, &c->pin, err);
-    if (st != CORRAL_OK) {
-        svc_call_free(c);
-        return st;
+    for (int i = 0; i < c->n; i++) {
+        struct engine_req *r = c->ch[i].req;
+        /* the raw body rides along for backends that forward it; the pool
+         * drops it for in-process models */
+        size_t blen = 0;
+        char *b = body ? svc__body_for(body, len, i, c->n, &blen) : NULL; /* n == 1: body itself */
+        engine_req_set_body(r, b, b ? blen : 0);
+        engine_req_set_fd(r, p->fd);
+        engine_req_set_notify(r, svc__notify, c);
+        engine_req_set_max_wait(r, p->max_wait_ms >= 0 ? p->max_wait_ms : s->queue_timeout_ms);
+    }
+    if (c->n > 1) free(body); /* each choice has its own copy */
+    /* each submits now, or once the model is loaded; the model stays
+     * pinned until the call is freed */
+    for (int i = 0; i < c->n; i++) {
+        st = pool_submit(s->pool, c->model, c->ch[i].req, &c->ch[i].pin, err);
+        if (st != CORRAL_OK) {
+            svc_call_free(c);
+            return st;
+        }
     }
     *out = c;
     return CORRAL_OK;
@@ -104,71 +180,130 @@ enum corral_status svc_call_start(struct service *s, const struct svc_method *m,
 
 const char *svc_call_id(const struct svc_call *c) { return c->id; }
 bool svc_call_streaming(const struct svc_call *c) { return c->stream; }
-void svc_call_cancel(struct svc_call *c) { engine_req_cancel(c->req); }
+
+void svc_call_cancel(struct svc_call *c) {
+    for (int i = 0; i < c->n; i++) engine_req_cancel(c->ch[i].req);
+}
 
 bool svc_call_park(struct svc_call *c, void (*suspend)(void *ctx), void *ctx) {
     if (c->ended) return false;
     enum engine_park mode = !c->stream ? ENGINE_PARK_DONE : !c->started ? ENGINE_PARK_START : ENGINE_PARK_OUTPUT;
-    return engine_req_park(c->req, mode, suspend, ctx);
+    for (int i = 0; i < c->n; i++) {
+        struct engine_req_view v;
+        engine_req_take(c->ch[i].req, NULL, 0, &v);
+        if (v.state != ENGINE_REQ_QUEUED && mode == ENGINE_PARK_START) return false; /* it can start */
+        if (v.state == ENGINE_REQ_DONE && mode != ENGINE_PARK_OUTPUT) continue; /* it will not change */
+        if (v.state == ENGINE_REQ_DONE && engine_req_pending(c->ch[i].req) == 0 && c->ch[i].sent_finish) continue;
+        if (!engine_req_park(c->ch[i].req, mode, NULL, NULL)) return false;
+    }
+    pthread_mutex_lock(&c->mu);
+    bool news = c->news;
+    c->news = false;
+    if (!news) {
+        c->parked = true;
+        if (suspend) suspend(ctx);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return !news;
 }
 
-/* The logprobs object of the records for the first `upto` output bytes
- * taken (NULL when the request did not ask for them). */
-static json_t *svc__logprobs(struct svc_call *c, size_t n) {
+/* The logprobs object of choice i's records for its next n output bytes
+ * (NULL when the request did not ask for them). */
+static json_t *svc__logprobs(struct svc_call *c, int i, size_t n) {
     if (!c->logprobs) return NULL;
-    size_t from = c->taken;
-    c->taken += n;
+    struct svc_choice *ch = &c->ch[i];
+    size_t from = ch->taken;
+    ch->taken += n;
     struct engine_logprob *lp = NULL;
-    size_t k = engine_req_take_logprobs(c->req, c->taken, &lp);
+    size_t k = engine_req_take_logprobs(ch->req, ch->taken, &lp);
     json_t *o = api_logprobs_json(c->kind, lp, k, from);
-    for (size_t i = 0; i < k; i++) engine_logprob_clear(&lp[i]);
+    for (size_t j = 0; j < k; j++) engine_logprob_clear(&lp[j]);
     free(lp);
     return o;
 }
 
-/* A whole (non-streaming) response, once the request is done. */
-static void svc__whole(struct svc_call *c, const struct engine_req_view *v, struct svc_result *res) {
-    if (c->kind == ENGINE_EMBEDDING) {
-        size_t n = 0, dim = 0;
-        const float *const *vecs = engine_req_embeddings(c->req, &n, &dim);
-        svc__result_json(res, 200, api_embeddings_json(c->model, vecs, n, dim, c->base64, v->usage.prompt_tokens));
-        return;
+/* Usage over every choice: the prompt once, every choice's completion. */
+static struct engine_usage svc__usage(struct svc_call *c) {
+    struct engine_usage u = {0};
+    for (int i = 0; i < c->n; i++) {
+        struct engine_req_view v;
+        engine_req_take(c->ch[i].req, NULL, 0, &v);
+        if (i == 0) {
+            u.prompt_tokens = v.usage.prompt_tokens;
+            u.cached_tokens = v.usage.cached_tokens;
+        }
+        u.completion_tokens += v.usage.completion_tokens;
     }
-    size_t len = engine_req_pending(c->req);
-    char *text = malloc(len + 1);
-    if (!text) {
-        svc__result_json(res, 200, NULL);
-        return;
-    }
-    len = engine_req_take(c->req, text, len, NULL);
-    svc__result_json(res, 200,
-                     api_completion_json_lp(c->kind, c->id, c->created, c->model, text, len,
-                                            svc__finish_name(v->finish), &v->usage, svc__logprobs(c, len)));
-    free(text);
+    return u;
 }
 
-/* A stream's end: {"finish_reason", "usage"}. */
-static void svc__stream_end(struct svc_call *c, const struct engine_req_view *v, struct svc_result *res) {
-    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:I, s:I}}", "id", c->id, "finish_reason",
-                          svc__finish_name(v->finish), "usage", "prompt_tokens", (json_int_t)v->usage.prompt_tokens,
-                          "completion_tokens", (json_int_t)v->usage.completion_tokens, "total_tokens",
-                          (json_int_t)(v->usage.prompt_tokens + v->usage.completion_tokens));
+/* A whole (non-streaming) response, once every choice is done. */
+static void svc__whole(struct svc_call *c, struct svc_result *res) {
+    struct engine_req_view v;
+    engine_req_take(c->ch[0].req, NULL, 0, &v);
+    if (c->kind == ENGINE_EMBEDDING) {
+        size_t n = 0, dim = 0;
+        const float *const *vecs = engine_req_embeddings(c->ch[0].req, &n, &dim);
+        svc__result_json(res, 200, api_embeddings_json(c->model, vecs, n, dim, c->base64, v.usage.prompt_tokens));
+        return;
+    }
+    struct api_choice choices[API_MAX_CHOICES];
+    char *texts[API_MAX_CHOICES] = {0};
+    bool nomem = false;
+    for (int i = 0; i < c->n; i++) {
+        engine_req_take(c->ch[i].req, NULL, 0, &v);
+        size_t len = engine_req_pending(c->ch[i].req);
+        texts[i] = malloc(len + 1);
+        if (!texts[i]) {
+            nomem = true;
+            len = 0;
+        } else {
+            len = engine_req_take(c->ch[i].req, texts[i], len, NULL);
+        }
+        choices[i] = (struct api_choice){.text = texts[i] ? texts[i] : "", .len = len,
+                                         .finish_reason = svc__finish_name(v.finish),
+                                         .logprobs = svc__logprobs(c, i, len)};
+    }
+    struct engine_usage u = svc__usage(c);
+    char *json = api_choices_json(c->kind, c->id, c->created, c->model, choices, (size_t)c->n, &u);
+    if (nomem) {
+        free(json);
+        json = NULL;
+    }
+    svc__result_json(res, 200, json);
+    for (int i = 0; i < c->n; i++) free(texts[i]);
+}
+
+/* A stream's end: {"finish_reason", "usage"} (the first choice's finish). */
+static void svc__stream_end(struct svc_call *c, struct svc_result *res) {
+    struct engine_req_view v;
+    engine_req_take(c->ch[0].req, NULL, 0, &v);
+    struct engine_usage u = svc__usage(c);
+    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:I, s:I}}", "id", c->id, "finish_reason", svc__finish_name(v.finish),
+                          "usage", "prompt_tokens", (json_int_t)u.prompt_tokens, "completion_tokens",
+                          (json_int_t)u.completion_tokens, "total_tokens",
+                          (json_int_t)(u.prompt_tokens + u.completion_tokens));
     svc__result_obj(res, 200, o);
 }
 
-static enum svc_event svc__end(struct svc_call *c, const struct engine_req_view *v, struct svc_result *res) {
+/* The end: the first failed choice's error, or the response. */
+static enum svc_event svc__end(struct svc_call *c, struct svc_result *res) {
     memset(res, 0, sizeof *res);
     corral_err_clear(&res->err);
     c->ended = true;
-    if (v->status != CORRAL_OK) {
-        struct corral_err err;
-        engine_req_error(c->req, &err);
-        svc_result_fail(res, &err);
-    } else if (c->stream) {
-        svc__stream_end(c, v, res);
-    } else {
-        svc__whole(c, v, res);
+    for (int i = 0; i < c->n; i++) {
+        struct engine_req_view v;
+        engine_req_take(c->ch[i].req, NULL, 0, &v);
+        if (v.status != CORRAL_OK) {
+            struct corral_err err;
+            engine_req_error(c->ch[i].req, &err);
+            svc_result_fail(res, &err);
+            svc_call_cancel(c); /* the other choices have no one to go to */
+            return SVC_EV_END;
+        }
     }
+    if (c->stream) svc__stream_end(c, res);
+    else svc__whole(c, res);
     return SVC_EV_END;
 }
 
@@ -187,59 +322,101 @@ static enum svc_event svc__chunk(struct svc_call *c, char *chunk, char **json, s
     return SVC_EV_CHUNK;
 }
 
+/* Choice i's next stream chunk, or NULL with *done when it has sent its
+ * finish, or NULL when it has nothing now. *failed: it ended in error. */
+static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, struct svc_result *res,
+                                        bool *idle) {
+    struct svc_choice *ch = &c->ch[i];
+    struct engine_req_view v;
+    *idle = false;
+    if (ch->sent_finish) {
+        *idle = true;
+        return SVC_EV_NONE;
+    }
+    if (c->kind == ENGINE_CHAT && !ch->sent_role) {
+        ch->sent_role = true;
+        return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, true, "", 0, NULL,
+                                               c->include_usage, NULL, false, NULL), json, res);
+    }
+    size_t n = engine_req_take(ch->req, c->take, SVC_TAKE_MAX, &v);
+    if (n > 0)
+        return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, c->take, n, NULL,
+                                               c->include_usage, NULL, false, svc__logprobs(c, i, n)),
+                          json, res);
+    /* text still pending (taken before DONE was seen) comes before the end */
+    if (v.state != ENGINE_REQ_DONE || engine_req_pending(ch->req) > 0) return SVC_EV_NONE;
+    if (v.status != CORRAL_OK) return svc__end(c, res);
+    ch->sent_finish = true;
+    if (c->n > 1) engine_req_drop_permit(ch->req); /* so its siblings can run */
+    return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, NULL, 0,
+                                           svc__finish_name(v.finish), c->include_usage, NULL, false, NULL),
+                      json, res);
+}
+
 enum svc_event svc_call_next(struct svc_call *c, char **json, struct svc_result *res) {
     *json = NULL;
     if (c->ended) return SVC_EV_NONE;
     struct engine_req_view v;
     if (!c->stream) {
-        engine_req_take(c->req, NULL, 0, &v);
-        return v.state == ENGINE_REQ_DONE ? svc__end(c, &v, res) : SVC_EV_NONE;
+        bool all = true;
+        for (int i = 0; i < c->n; i++) {
+            engine_req_take(c->ch[i].req, NULL, 0, &v);
+            if (v.state != ENGINE_REQ_DONE) all = false;
+            else if (c->n > 1) engine_req_drop_permit(c->ch[i].req); /* so its siblings can run */
+        }
+        return all ? svc__end(c, res) : SVC_EV_NONE;
     }
     if (!c->started) {
-        engine_req_take(c->req, NULL, 0, &v);
-        if (v.state == ENGINE_REQ_QUEUED) return SVC_EV_NONE;
-        if (v.state == ENGINE_REQ_DONE && v.status != CORRAL_OK) return svc__end(c, &v, res);
+        /* once one choice runs (more choices than free slots run in turn,
+         * so waiting for all could wait forever) */
+        bool any = false;
+        for (int i = 0; i < c->n; i++) {
+            engine_req_take(c->ch[i].req, NULL, 0, &v);
+            if (v.state == ENGINE_REQ_DONE && v.status != CORRAL_OK) return svc__end(c, res);
+            if (v.state != ENGINE_REQ_QUEUED) any = true;
+        }
+        if (!any) return SVC_EV_NONE;
         c->started = true;
         return SVC_EV_START;
     }
-    if (c->kind == ENGINE_CHAT && !c->sent_role) {
-        c->sent_role = true;
-        return svc__chunk(c, api_chunk_json(c->kind, c->id, c->created, c->model, true, "", 0, NULL,
-                                            c->include_usage, NULL, false), json, res);
+    /* choices take turns, so one long answer does not hold the others back */
+    int finished = 0;
+    for (int k = 0; k < c->n; k++) {
+        int i = (c->next + k) % c->n;
+        bool idle;
+        enum svc_event ev = svc__choice_chunk(c, i, json, res, &idle);
+        if (idle) finished++;
+        if (ev != SVC_EV_NONE) {
+            c->next = (i + 1) % c->n;
+            return ev;
+        }
     }
-    size_t n = engine_req_take(c->req, c->take, SVC_TAKE_MAX, &v);
-    if (n > 0)
-        return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, false, c->take, n, NULL,
-                                               c->include_usage, NULL, false, svc__logprobs(c, n)),
-                          json, res);
-    /* text still pending (taken before DONE was seen) comes before the end */
-    if (v.state != ENGINE_REQ_DONE || engine_req_pending(c->req) > 0) return SVC_EV_NONE;
-    if (v.status == CORRAL_OK && !c->sent_finish) {
-        c->sent_finish = true;
-        return svc__chunk(c, api_chunk_json(c->kind, c->id, c->created, c->model, false, NULL, 0,
-                                            svc__finish_name(v.finish), c->include_usage, NULL, false), json, res);
-    }
-    if (v.status == CORRAL_OK && c->include_usage && !c->sent_usage) {
+    if (finished < c->n) return SVC_EV_NONE;
+    if (c->include_usage && !c->sent_usage) {
         c->sent_usage = true;
-        return svc__chunk(c, api_chunk_json(c->kind, c->id, c->created, c->model, false, NULL, 0, NULL, false,
-                                            &v.usage, true), json, res);
+        struct engine_usage u = svc__usage(c);
+        return svc__chunk(c, api_chunk_json(c->kind, c->id, c->created, c->model, false, NULL, 0, NULL, false, &u,
+                                            true), json, res);
     }
-    return svc__end(c, &v, res);
+    return svc__end(c, res);
 }
 
 void svc_call_free(struct svc_call *c) {
     if (!c) return;
-    if (c->req) {
+    for (int i = 0; i < c->n; i++) {
+        struct engine_req *r = c->ch[i].req;
+        if (!r) continue;
         /* after this no wake-up can reach the transport, and the engine
          * stops polling a socket the transport is about to close */
-        engine_req_set_notify(c->req, NULL, NULL);
-        engine_req_set_fd(c->req, -1);
+        engine_req_set_notify(r, NULL, NULL);
+        engine_req_set_fd(r, -1);
         struct engine_req_view v;
-        engine_req_take(c->req, NULL, 0, &v);
-        if (v.state != ENGINE_REQ_DONE) engine_req_cancel(c->req);
-        engine_req_release(c->req);
+        engine_req_take(r, NULL, 0, &v);
+        if (v.state != ENGINE_REQ_DONE) engine_req_cancel(r);
+        engine_req_release(r);
+        if (c->ch[i].pin) pool_release(c->svc->pool, c->ch[i].pin);
     }
-    if (c->pin) pool_release(c->svc->pool, c->pin);
+    pthread_mutex_destroy(&c->mu);
     free(c->take);
     free(c->model);
     free(c);

@@ -428,11 +428,43 @@ test('unknown model -> NotFoundError listing the models', async () => {
     OpenAI.NotFoundError, 404);
 });
 
-test('n: 2 -> BadRequestError', async () => {
+test('n: 3 -> three choices, usage counts all of them', async () => {
+  const r = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 4, n: 3 });
+  assert.equal(r.choices.length, 3);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+  for (const c of r.choices) assert.equal(c.finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 12);
   const err = await expectApiError(
-    () => client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 4, n: 2 }),
+    () => client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 4, n: 17 }),
     OpenAI.BadRequestError, 400);
   assert.equal(err.param, 'n');
+});
+
+test('response_format json_schema output validates', async () => {
+  const schema = { type: 'object', properties: { ok: { type: 'boolean' }, count: { type: 'integer', minimum: 0, maximum: 9 } },
+                   required: ['ok', 'count'], additionalProperties: false };
+  for (let i = 0; i < 5; i++) {
+    const r = await client.chat.completions.create({
+      model: MODEL, messages: MESSAGES, max_tokens: 60, temperature: 1, seed: i,
+      response_format: { type: 'json_schema', json_schema: { name: 'answer', schema, strict: true } },
+    });
+    const v = JSON.parse(r.choices[0].message.content);
+    assert.equal(typeof v.ok, 'boolean');
+    assert.ok(Number.isInteger(v.count) && v.count >= 0 && v.count <= 9);
+    assert.deepEqual(Object.keys(v).sort(), ['count', 'ok']);
+  }
+});
+
+test('logprobs with top_logprobs', async () => {
+  const r = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5, temperature: 0,
+                                                   logprobs: true, top_logprobs: 2 });
+  const content = r.choices[0].logprobs.content;
+  assert.equal(content.length, 5);
+  assert.equal(content.map((e) => e.token).join(''), r.choices[0].message.content);
+  for (const e of content) {
+    assert.ok(e.logprob <= 0);
+    assert.equal(e.top_logprobs.length, 2);
+  }
 });
 
 test('temperature 5 -> BadRequestError with param temperature', async () => {

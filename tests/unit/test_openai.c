@@ -226,7 +226,7 @@ static const struct err_case err_cases[] = {
      "'logprobs' must be in 0..20, got 21"},
     {ENGINE_COMPLETION, COMPL(",\"temperature\":5"), CORRAL_INVALID_REQUEST, "temperature",
      "'temperature' must be between 0 and 2, got 5"},
-    {ENGINE_COMPLETION, COMPL(",\"n\":3"), CORRAL_UNSUPPORTED, "n", "n > 1 is not supported"},
+    {ENGINE_COMPLETION, COMPL(",\"n\":17"), CORRAL_INVALID_REQUEST, "n", "'n' may be at most 16, got 17"},
 
     /* input */
     {ENGINE_EMBEDDING, "{\"model\":\"m\"}", CORRAL_INVALID_REQUEST, "input",
@@ -294,7 +294,7 @@ static const struct err_case err_cases[] = {
      "'stop[1]' must be a string"},
     {ENGINE_CHAT, CHAT(",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]"), CORRAL_INVALID_REQUEST, "stop",
      "'stop' may contain at most 4 sequences, got 5"},
-    {ENGINE_CHAT, CHAT(",\"n\":2"), CORRAL_UNSUPPORTED, "n", "n > 1 is not supported"},
+    {ENGINE_CHAT, CHAT(",\"n\":100"), CORRAL_INVALID_REQUEST, "n", "'n' may be at most 16, got 100"},
     {ENGINE_CHAT, CHAT(",\"n\":0"), CORRAL_INVALID_REQUEST, "n", "'n' must be at least 1, got 0"},
     {ENGINE_CHAT, CHAT(",\"n\":\"1\""), CORRAL_INVALID_REQUEST, "n", "'n' must be an integer"},
     {ENGINE_CHAT, CHAT(",\"logprobs\":true,\"top_logprobs\":21"), CORRAL_INVALID_REQUEST, "top_logprobs",
