@@ -17,143 +17,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/openai_internal.h"
 #include "util/buf.h"
 
-/* Room for a field path; corral_err_set truncates it to CORRAL_ERR_PARAM_MAX. */
-#define PARAM_MAX 128
-
-/* ================================================================ helpers */
-
-/* An optional member: NULL when it is absent or JSON null. */
-static json_t *opt_get(const json_t *obj, const char *key)
-{
-    json_t *v = json_object_get(obj, key);
-    return json_is_null(v) ? NULL : v;
-}
-
-/* Format a field path such as "messages[2].content"; a path too long for
- * the buffer is cut short (it is only used in messages). */
-static void path_fmt(char *dst, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void path_fmt(char *dst, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(dst, size, fmt, ap);
-    va_end(ap);
-}
-
-/* "'<param>' must be <what>" as CORRAL_INVALID_REQUEST. */
-static enum corral_status bad_type(struct corral_err *err, const char *param, const char *what)
-{
-    return corral_err_set(err, CORRAL_INVALID_REQUEST, param, "'%s' must be %s", param, what);
-}
-
-static enum corral_status missing(struct corral_err *err, const char *param)
-{
-    return corral_err_set(err, CORRAL_INVALID_REQUEST, param, "missing required field '%s'",
-                          param);
-}
-
-static enum corral_status no_memory(struct corral_err *err)
-{
-    return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
-}
-
-/* strdup that reports failure through err. */
-static char *dup_str(const char *s, size_t n, struct corral_err *err)
-{
-    char *p = malloc(n + 1);
-    if (!p) {
-        no_memory(err);
-        return NULL;
-    }
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-/* Optional number in [lo, hi]; integers accepted. Leaves *out alone if absent. */
-static enum corral_status get_float(const json_t *obj, const char *key, double lo, double hi,
-                                    float *out, struct corral_err *err)
-{
-    json_t *v = opt_get(obj, key);
-    if (!v)
-        return CORRAL_OK;
-    if (!json_is_number(v))
-        return bad_type(err, key, "a number");
-    double d = json_number_value(v);
-    if (!(d >= lo && d <= hi))
-        return corral_err_set(err, CORRAL_INVALID_REQUEST, key,
-                              "'%s' must be between %g and %g, got %g", key, lo, hi, d);
-    *out = (float)d;
-    return CORRAL_OK;
-}
-
-/* Optional integer >= lo. *given says whether it was there. */
-static enum corral_status get_int(const json_t *obj, const char *key, json_int_t lo,
-                                  json_int_t *out, bool *given, struct corral_err *err)
-{
-    *given = false;
-    json_t *v = opt_get(obj, key);
-    if (!v)
-        return CORRAL_OK;
-    if (!json_is_integer(v))
-        return bad_type(err, key, "an integer");
-    json_int_t i = json_integer_value(v);
-    if (i < lo)
-        return corral_err_set(err, CORRAL_INVALID_REQUEST, key,
-                              "'%s' must be at least %" JSON_INTEGER_FORMAT
-                              ", got %" JSON_INTEGER_FORMAT,
-                              key, lo, i);
-    *out = i;
-    *given = true;
-    return CORRAL_OK;
-}
-
-static enum corral_status get_bool(const json_t *obj, const char *key, bool *out,
-                                   struct corral_err *err)
-{
-    json_t *v = opt_get(obj, key);
-    if (!v)
-        return CORRAL_OK;
-    if (!json_is_boolean(v))
-        return bad_type(err, key, "a boolean");
-    *out = json_is_true(v);
-    return CORRAL_OK;
-}
-
-/* Optional string, copied into *out (caller frees). */
-static enum corral_status get_str(const json_t *obj, const char *key, char **out,
-                                  struct corral_err *err)
-{
-    json_t *v = opt_get(obj, key);
-    if (!v)
-        return CORRAL_OK;
-    if (!json_is_string(v))
-        return bad_type(err, key, "a string");
-    *out = dup_str(json_string_value(v), json_string_length(v), err);
-    return *out ? CORRAL_OK : CORRAL_NOMEM;
-}
-
-static int32_t clamp_i32(json_int_t v)
-{
-    return v > INT32_MAX ? INT32_MAX : (int32_t)v;
-}
-
-/* ================================================================ model */
 
 static enum corral_status parse_model(const json_t *root, struct api_request *out,
                                       struct corral_err *err)
 {
-    json_t *v = opt_get(root, "model");
+    json_t *v = api__opt_get(root, "model");
     if (!v)
-        return missing(err, "model");
+        return api__missing(err, "model");
     if (!json_is_string(v))
-        return bad_type(err, "model", "a string");
+        return api__bad_type(err, "model", "a string");
     if (json_string_length(v) == 0)
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "model", "'model' must not be empty");
-    out->model = dup_str(json_string_value(v), json_string_length(v), err);
+    out->model = api__dup_str(json_string_value(v), json_string_length(v), err);
     return out->model ? CORRAL_OK : CORRAL_NOMEM;
 }
 
@@ -172,19 +50,19 @@ static enum corral_status parse_content_parts(const json_t *arr, const char *par
     size_t i;
     json_t *part;
     json_array_foreach(arr, i, part) {
-        path_fmt(path, sizeof path, "%s[%zu]", param, i);
+        api__path_fmt(path, sizeof path, "%s[%zu]", param, i);
         if (!json_is_object(part)) {
-            st = bad_type(err, path, "an object");
+            st = api__bad_type(err, path, "an object");
             goto fail;
         }
-        path_fmt(field, sizeof field, "%s.type", path);
-        json_t *type = opt_get(part, "type");
+        api__path_fmt(field, sizeof field, "%s.type", path);
+        json_t *type = api__opt_get(part, "type");
         if (!type) {
-            st = missing(err, field);
+            st = api__missing(err, field);
             goto fail;
         }
         if (!json_is_string(type)) {
-            st = bad_type(err, field, "a string");
+            st = api__bad_type(err, field, "a string");
             goto fail;
         }
         if (strcmp(json_string_value(type), "text") != 0) {
@@ -194,24 +72,24 @@ static enum corral_status parse_content_parts(const json_t *arr, const char *par
                                 json_string_value(type), path);
             goto fail;
         }
-        path_fmt(field, sizeof field, "%s.text", path);
-        json_t *t = opt_get(part, "text");
+        api__path_fmt(field, sizeof field, "%s.text", path);
+        json_t *t = api__opt_get(part, "text");
         if (!t) {
-            st = missing(err, field);
+            st = api__missing(err, field);
             goto fail;
         }
         if (!json_is_string(t)) {
-            st = bad_type(err, field, "a string");
+            st = api__bad_type(err, field, "a string");
             goto fail;
         }
         if ((i > 0 && buf_append(&b, "\n", 1) < 0) ||
             buf_append(&b, json_string_value(t), json_string_length(t)) < 0) {
-            st = no_memory(err);
+            st = api__no_memory(err);
             goto fail;
         }
     }
     *text = buf_steal(&b, NULL); /* "" for an empty array */
-    return *text ? CORRAL_OK : no_memory(err);
+    return *text ? CORRAL_OK : api__no_memory(err);
 fail:
     buf_free(&b);
     return st;
@@ -221,16 +99,16 @@ static enum corral_status parse_message(const json_t *m, size_t idx, struct engi
                                        struct corral_err *err)
 {
     char path[PARAM_MAX];
-    path_fmt(path, sizeof path, "messages[%zu]", idx);
+    api__path_fmt(path, sizeof path, "messages[%zu]", idx);
     if (!json_is_object(m))
-        return bad_type(err, path, "an object");
+        return api__bad_type(err, path, "an object");
 
-    path_fmt(path, sizeof path, "messages[%zu].role", idx);
-    json_t *role = opt_get(m, "role");
+    api__path_fmt(path, sizeof path, "messages[%zu].role", idx);
+    json_t *role = api__opt_get(m, "role");
     if (!role)
-        return missing(err, path);
+        return api__missing(err, path);
     if (!json_is_string(role))
-        return bad_type(err, path, "a string");
+        return api__bad_type(err, path, "a string");
     const char *r = json_string_value(role);
     const char *canon = NULL;
     for (size_t k = 0; k < sizeof chat_roles / sizeof chat_roles[0]; k++)
@@ -244,18 +122,18 @@ static enum corral_status parse_message(const json_t *m, size_t idx, struct engi
     if (strcmp(canon, "developer") == 0)
         canon = "system";
 
-    path_fmt(path, sizeof path, "messages[%zu].content", idx);
-    json_t *content = opt_get(m, "content");
+    api__path_fmt(path, sizeof path, "messages[%zu].content", idx);
+    json_t *content = api__opt_get(m, "content");
     char *text = NULL;
     enum corral_status st = CORRAL_OK;
     if (!content) {
         if (strcmp(canon, "assistant") != 0)
-            return missing(err, path);
-        text = dup_str("", 0, err);
+            return api__missing(err, path);
+        text = api__dup_str("", 0, err);
         if (!text)
             return CORRAL_NOMEM;
     } else if (json_is_string(content)) {
-        text = dup_str(json_string_value(content), json_string_length(content), err);
+        text = api__dup_str(json_string_value(content), json_string_length(content), err);
         if (!text)
             return CORRAL_NOMEM;
     } else if (json_is_array(content)) {
@@ -263,10 +141,10 @@ static enum corral_status parse_message(const json_t *m, size_t idx, struct engi
         if (st != CORRAL_OK)
             return st;
     } else {
-        return bad_type(err, path, "a string or an array of content parts");
+        return api__bad_type(err, path, "a string or an array of content parts");
     }
 
-    msg->role = dup_str(canon, strlen(canon), err);
+    msg->role = api__dup_str(canon, strlen(canon), err);
     if (!msg->role) {
         free(text);
         return CORRAL_NOMEM;
@@ -278,18 +156,18 @@ static enum corral_status parse_message(const json_t *m, size_t idx, struct engi
 static enum corral_status parse_messages(const json_t *root, struct api_request *out,
                                          struct corral_err *err)
 {
-    json_t *arr = opt_get(root, "messages");
+    json_t *arr = api__opt_get(root, "messages");
     if (!arr)
-        return missing(err, "messages");
+        return api__missing(err, "messages");
     if (!json_is_array(arr))
-        return bad_type(err, "messages", "an array");
+        return api__bad_type(err, "messages", "an array");
     size_t n = json_array_size(arr);
     if (n == 0)
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "messages",
                               "'messages' must contain at least one message");
     out->in.messages = calloc(n, sizeof *out->in.messages);
     if (!out->in.messages)
-        return no_memory(err);
+        return api__no_memory(err);
     for (size_t i = 0; i < n; i++) {
         enum corral_status st = parse_message(json_array_get(arr, i), i, &out->in.messages[i], err);
         if (st != CORRAL_OK)
@@ -309,14 +187,14 @@ static enum corral_status parse_tokens(const json_t *arr, const char *param,
         return corral_err_set(err, CORRAL_INVALID_REQUEST, param, "'%s' must not be empty", param);
     int32_t *toks = malloc(n * sizeof *toks);
     if (!toks)
-        return no_memory(err);
+        return api__no_memory(err);
     char path[PARAM_MAX];
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_array_get(arr, i);
-        path_fmt(path, sizeof path, "%s[%zu]", param, i);
+        api__path_fmt(path, sizeof path, "%s[%zu]", param, i);
         if (!json_is_integer(t)) {
             free(toks);
-            return bad_type(err, path, "an integer token id");
+            return api__bad_type(err, path, "an integer token id");
         }
         json_int_t v = json_integer_value(t);
         if (v < 0 || v > INT32_MAX) {
@@ -336,15 +214,15 @@ static enum corral_status parse_tokens(const json_t *arr, const char *param,
 static enum corral_status parse_prompt(const json_t *root, struct api_request *out,
                                        struct corral_err *err)
 {
-    json_t *p = opt_get(root, "prompt");
+    json_t *p = api__opt_get(root, "prompt");
     if (!p)
-        return missing(err, "prompt");
+        return api__missing(err, "prompt");
     if (json_is_string(p)) {
-        out->in.prompt = dup_str(json_string_value(p), json_string_length(p), err);
+        out->in.prompt = api__dup_str(json_string_value(p), json_string_length(p), err);
         return out->in.prompt ? CORRAL_OK : CORRAL_NOMEM;
     }
     if (!json_is_array(p))
-        return bad_type(err, "prompt",
+        return api__bad_type(err, "prompt",
                         "a string, an array of token ids or an array of one of those");
     size_t n = json_array_size(p);
     if (n == 0)
@@ -357,7 +235,7 @@ static enum corral_status parse_prompt(const json_t *root, struct api_request *o
                                   "multiple prompts in one request are not supported; send one "
                                   "request per prompt");
         if (json_is_string(first)) {
-            out->in.prompt = dup_str(json_string_value(first), json_string_length(first), err);
+            out->in.prompt = api__dup_str(json_string_value(first), json_string_length(first), err);
             return out->in.prompt ? CORRAL_OK : CORRAL_NOMEM;
         }
         return parse_tokens(first, "prompt[0]", out, err);
@@ -368,16 +246,16 @@ static enum corral_status parse_prompt(const json_t *root, struct api_request *o
 static enum corral_status parse_completion_only(const json_t *root, struct corral_err *err)
 {
     bool echo = false;
-    enum corral_status st = get_bool(root, "echo", &echo, err);
+    enum corral_status st = api__get_bool(root, "echo", &echo, err);
     if (st != CORRAL_OK)
         return st;
     if (echo)
         return corral_err_set(err, CORRAL_UNSUPPORTED, "echo", "'echo' is not supported");
 
-    json_t *suffix = opt_get(root, "suffix");
+    json_t *suffix = api__opt_get(root, "suffix");
     if (suffix) {
         if (!json_is_string(suffix))
-            return bad_type(err, "suffix", "a string");
+            return api__bad_type(err, "suffix", "a string");
         if (json_string_length(suffix) > 0)
             return corral_err_set(err, CORRAL_UNSUPPORTED, "suffix",
                                   "'suffix' (insertion) is not supported");
@@ -385,7 +263,7 @@ static enum corral_status parse_completion_only(const json_t *root, struct corra
 
     json_int_t best_of = 1;
     bool given;
-    st = get_int(root, "best_of", 1, &best_of, &given, err);
+    st = api__get_int(root, "best_of", 1, &best_of, &given, err);
     if (st != CORRAL_OK)
         return st;
     if (best_of > 1)
@@ -398,24 +276,24 @@ static enum corral_status parse_completion_only(const json_t *root, struct corra
 static enum corral_status parse_input(const json_t *root, struct api_request *out,
                                       struct corral_err *err)
 {
-    json_t *in = opt_get(root, "input");
+    json_t *in = api__opt_get(root, "input");
     if (!in)
-        return missing(err, "input");
+        return api__missing(err, "input");
     if (json_is_string(in)) {
         if (json_string_length(in) == 0)
             return corral_err_set(err, CORRAL_INVALID_REQUEST, "input",
                                   "'input' must not be empty");
         out->in.inputs = calloc(1, sizeof *out->in.inputs);
         if (!out->in.inputs)
-            return no_memory(err);
-        out->in.inputs[0] = dup_str(json_string_value(in), json_string_length(in), err);
+            return api__no_memory(err);
+        out->in.inputs[0] = api__dup_str(json_string_value(in), json_string_length(in), err);
         if (!out->in.inputs[0])
             return CORRAL_NOMEM;
         out->in.n_inputs = 1;
         return CORRAL_OK;
     }
     if (!json_is_array(in))
-        return bad_type(err, "input", "a string or an array of strings");
+        return api__bad_type(err, "input", "a string or an array of strings");
     size_t n = json_array_size(in);
     if (n == 0)
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "input", "'input' must not be empty");
@@ -425,20 +303,20 @@ static enum corral_status parse_input(const json_t *root, struct api_request *ou
                               n);
     out->in.inputs = calloc(n, sizeof *out->in.inputs);
     if (!out->in.inputs)
-        return no_memory(err);
+        return api__no_memory(err);
     char path[PARAM_MAX];
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_array_get(in, i);
-        path_fmt(path, sizeof path, "input[%zu]", i);
+        api__path_fmt(path, sizeof path, "input[%zu]", i);
         if (json_is_integer(s) || json_is_array(s))
             return corral_err_set(err, CORRAL_UNSUPPORTED, "input",
                                   "token arrays as 'input' are not supported; send text");
         if (!json_is_string(s))
-            return bad_type(err, path, "a string");
+            return api__bad_type(err, path, "a string");
         if (json_string_length(s) == 0)
             return corral_err_set(err, CORRAL_INVALID_REQUEST, path, "'%s' must not be empty",
                                   path);
-        out->in.inputs[i] = dup_str(json_string_value(s), json_string_length(s), err);
+        out->in.inputs[i] = api__dup_str(json_string_value(s), json_string_length(s), err);
         if (!out->in.inputs[i])
             return CORRAL_NOMEM;
         out->in.n_inputs = i + 1;
@@ -449,10 +327,10 @@ static enum corral_status parse_input(const json_t *root, struct api_request *ou
 static enum corral_status parse_embedding_opts(const json_t *root, struct api_request *out,
                                                struct corral_err *err)
 {
-    json_t *fmt = opt_get(root, "encoding_format");
+    json_t *fmt = api__opt_get(root, "encoding_format");
     if (fmt) {
         if (!json_is_string(fmt))
-            return bad_type(err, "encoding_format", "a string");
+            return api__bad_type(err, "encoding_format", "a string");
         const char *f = json_string_value(fmt);
         if (strcmp(f, "base64") == 0)
             out->encoding_base64 = true;
@@ -460,10 +338,10 @@ static enum corral_status parse_embedding_opts(const json_t *root, struct api_re
             return corral_err_set(err, CORRAL_INVALID_REQUEST, "encoding_format",
                                   "'encoding_format' must be 'float' or 'base64', got '%.64s'", f);
     }
-    if (opt_get(root, "dimensions"))
+    if (api__opt_get(root, "dimensions"))
         return corral_err_set(err, CORRAL_UNSUPPORTED, "dimensions",
                               "'dimensions' is not supported; embeddings have the model's size");
-    return get_str(root, "user", &out->user, err);
+    return api__get_str(root, "user", &out->user, err);
 }
 
 /* ================================================================ sampling */
@@ -471,20 +349,20 @@ static enum corral_status parse_embedding_opts(const json_t *root, struct api_re
 static enum corral_status parse_stop(const json_t *root, struct engine_sampling *s,
                                      struct corral_err *err)
 {
-    json_t *v = opt_get(root, "stop");
+    json_t *v = api__opt_get(root, "stop");
     if (!v)
         return CORRAL_OK;
     if (json_is_string(v)) {
         if (json_string_length(v) == 0)
             return CORRAL_OK;
-        s->stop[0] = dup_str(json_string_value(v), json_string_length(v), err);
+        s->stop[0] = api__dup_str(json_string_value(v), json_string_length(v), err);
         if (!s->stop[0])
             return CORRAL_NOMEM;
         s->n_stop = 1;
         return CORRAL_OK;
     }
     if (!json_is_array(v))
-        return bad_type(err, "stop", "a string or an array of strings");
+        return api__bad_type(err, "stop", "a string or an array of strings");
     size_t n = json_array_size(v);
     if (n > API_MAX_STOP)
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "stop",
@@ -492,12 +370,12 @@ static enum corral_status parse_stop(const json_t *root, struct engine_sampling 
     char path[PARAM_MAX];
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(v, i);
-        path_fmt(path, sizeof path, "stop[%zu]", i);
+        api__path_fmt(path, sizeof path, "stop[%zu]", i);
         if (!json_is_string(e))
-            return bad_type(err, path, "a string");
+            return api__bad_type(err, path, "a string");
         if (json_string_length(e) == 0)
             continue;
-        s->stop[s->n_stop] = dup_str(json_string_value(e), json_string_length(e), err);
+        s->stop[s->n_stop] = api__dup_str(json_string_value(e), json_string_length(e), err);
         if (!s->stop[s->n_stop])
             return CORRAL_NOMEM;
         s->n_stop++;
@@ -510,7 +388,7 @@ static enum corral_status parse_stop(const json_t *root, struct engine_sampling 
 static enum corral_status parse_logprobs(const json_t *root, enum engine_kind kind, struct engine_sampling *s,
                                          struct corral_err *err)
 {
-    json_t *v = opt_get(root, "logprobs");
+    json_t *v = api__opt_get(root, "logprobs");
     json_int_t top = 0;
     bool given = false;
     if (kind == ENGINE_COMPLETION) {
@@ -519,8 +397,8 @@ static enum corral_status parse_logprobs(const json_t *root, enum engine_kind ki
             return CORRAL_OK;
         }
         if (v && !json_is_integer(v))
-            return bad_type(err, "logprobs", "an integer");
-        enum corral_status st = get_int(root, "logprobs", 0, &top, &given, err);
+            return api__bad_type(err, "logprobs", "an integer");
+        enum corral_status st = api__get_int(root, "logprobs", 0, &top, &given, err);
         if (st != CORRAL_OK)
             return st;
         if (given && (top < 0 || top > ENGINE_MAX_TOP_LOGPROBS))
@@ -530,10 +408,10 @@ static enum corral_status parse_logprobs(const json_t *root, enum engine_kind ki
         s->top_logprobs = (int)top;
         return CORRAL_OK;
     }
-    enum corral_status st = get_bool(root, "logprobs", &s->logprobs, err);
+    enum corral_status st = api__get_bool(root, "logprobs", &s->logprobs, err);
     if (st != CORRAL_OK)
         return st;
-    if ((st = get_int(root, "top_logprobs", 0, &top, &given, err)) != CORRAL_OK)
+    if ((st = api__get_int(root, "top_logprobs", 0, &top, &given, err)) != CORRAL_OK)
         return st;
     if (given && (top < 0 || top > ENGINE_MAX_TOP_LOGPROBS))
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "top_logprobs",
@@ -552,7 +430,7 @@ static enum corral_status parse_unsupported(const json_t *root, enum engine_kind
 {
     json_int_t n = 1;
     bool given;
-    enum corral_status st = get_int(root, "n", 1, &n, &given, err);
+    enum corral_status st = api__get_int(root, "n", 1, &n, &given, err);
     if (st != CORRAL_OK)
         return st;
     if (n > API_MAX_CHOICES)
@@ -563,14 +441,14 @@ static enum corral_status parse_unsupported(const json_t *root, enum engine_kind
     json_t *v;
     static const char *const list_keys[] = {"tools", "functions"};
     for (size_t i = 0; i < 2; i++) {
-        v = opt_get(root, list_keys[i]);
+        v = api__opt_get(root, list_keys[i]);
         if (v && !(json_is_array(v) && json_array_size(v) == 0))
             return corral_err_set(err, CORRAL_UNSUPPORTED, list_keys[i],
                                   "'%s' (function calling) is not supported", list_keys[i]);
     }
     static const char *const choice_keys[] = {"tool_choice", "function_call"};
     for (size_t i = 0; i < 2; i++) {
-        v = opt_get(root, choice_keys[i]);
+        v = api__opt_get(root, choice_keys[i]);
         if (v && !(json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
             return corral_err_set(err, CORRAL_UNSUPPORTED, choice_keys[i],
                                   "'%s' (function calling) is not supported", choice_keys[i]);
@@ -581,16 +459,16 @@ static enum corral_status parse_unsupported(const json_t *root, enum engine_kind
 static enum corral_status parse_response_format(const json_t *root, struct engine_sampling *s,
                                                 struct corral_err *err)
 {
-    json_t *rf = opt_get(root, "response_format");
+    json_t *rf = api__opt_get(root, "response_format");
     if (!rf)
         return CORRAL_OK;
     if (!json_is_object(rf))
-        return bad_type(err, "response_format", "an object");
-    json_t *t = opt_get(rf, "type");
+        return api__bad_type(err, "response_format", "an object");
+    json_t *t = api__opt_get(rf, "type");
     if (!t)
-        return missing(err, "response_format.type");
+        return api__missing(err, "response_format.type");
     if (!json_is_string(t))
-        return bad_type(err, "response_format.type", "a string");
+        return api__bad_type(err, "response_format.type", "a string");
     const char *type = json_string_value(t);
     if (strcmp(type, "text") == 0)
         return CORRAL_OK;
@@ -599,24 +477,24 @@ static enum corral_status parse_response_format(const json_t *root, struct engin
         return CORRAL_OK;
     }
     if (strcmp(type, "json_schema") == 0) {
-        json_t *js = opt_get(rf, "json_schema");
+        json_t *js = api__opt_get(rf, "json_schema");
         if (!js)
-            return missing(err, "response_format.json_schema");
+            return api__missing(err, "response_format.json_schema");
         if (!json_is_object(js))
-            return bad_type(err, "response_format.json_schema", "an object");
-        json_t *name = opt_get(js, "name");
+            return api__bad_type(err, "response_format.json_schema", "an object");
+        json_t *name = api__opt_get(js, "name");
         if (name && !json_is_string(name))
-            return bad_type(err, "response_format.json_schema.name", "a string");
-        json_t *strict = opt_get(js, "strict");
+            return api__bad_type(err, "response_format.json_schema.name", "a string");
+        json_t *strict = api__opt_get(js, "strict");
         if (strict && !json_is_boolean(strict))
-            return bad_type(err, "response_format.json_schema.strict", "a boolean");
-        json_t *schema = opt_get(js, "schema");
+            return api__bad_type(err, "response_format.json_schema.strict", "a boolean");
+        json_t *schema = api__opt_get(js, "schema");
         if (!schema) { /* no schema: any JSON object */
             s->json_object = true;
             return CORRAL_OK;
         }
         if (!json_is_object(schema) && !json_is_boolean(schema))
-            return bad_type(err, "response_format.json_schema.schema", "an object");
+            return api__bad_type(err, "response_format.json_schema.schema", "an object");
         s->json_schema = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY);
         return s->json_schema ? CORRAL_OK : corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
     }
@@ -628,7 +506,7 @@ static enum corral_status parse_response_format(const json_t *root, struct engin
 /* The llama-server extension `grammar`: GBNF text constraining the output. */
 static enum corral_status parse_grammar(const json_t *root, struct engine_sampling *s, struct corral_err *err)
 {
-    enum corral_status st = get_str(root, "grammar", &s->grammar, err);
+    enum corral_status st = api__get_str(root, "grammar", &s->grammar, err);
     if (st != CORRAL_OK || !s->grammar)
         return st;
     if (!s->grammar[0]) {
@@ -645,18 +523,18 @@ static enum corral_status parse_grammar(const json_t *root, struct engine_sampli
 static enum corral_status parse_stream(const json_t *root, struct api_request *out,
                                        struct corral_err *err)
 {
-    enum corral_status st = get_bool(root, "stream", &out->stream, err);
+    enum corral_status st = api__get_bool(root, "stream", &out->stream, err);
     if (st != CORRAL_OK || !out->stream)
         return st; /* stream_options without stream is ignored */
-    json_t *so = opt_get(root, "stream_options");
+    json_t *so = api__opt_get(root, "stream_options");
     if (!so)
         return CORRAL_OK;
     if (!json_is_object(so))
-        return bad_type(err, "stream_options", "an object");
-    json_t *iu = opt_get(so, "include_usage");
+        return api__bad_type(err, "stream_options", "an object");
+    json_t *iu = api__opt_get(so, "include_usage");
     if (iu) {
         if (!json_is_boolean(iu))
-            return bad_type(err, "stream_options.include_usage", "a boolean");
+            return api__bad_type(err, "stream_options.include_usage", "a boolean");
         out->include_usage = json_is_true(iu);
     }
     return CORRAL_OK;
@@ -667,7 +545,7 @@ static enum corral_status parse_stream(const json_t *root, struct api_request *o
 static enum corral_status parse_keep_alive(const json_t *root, struct api_request *out,
                                            struct corral_err *err)
 {
-    json_t *v = opt_get(root, "keep_alive");
+    json_t *v = api__opt_get(root, "keep_alive");
     if (!v)
         return CORRAL_OK;
     int64_t ms = 0;
@@ -689,7 +567,7 @@ static enum corral_status parse_keep_alive(const json_t *root, struct api_reques
                                   "'keep_alive' must be a duration like \"30s\", \"10m\", \"1h\" or \"-1\", got \"%.40s\"",
                                   json_string_value(v));
     } else {
-        return bad_type(err, "keep_alive", "a number of seconds or a duration string");
+        return api__bad_type(err, "keep_alive", "a number of seconds or a duration string");
     }
     out->in.keep_alive_ms = ms;
     return CORRAL_OK;
@@ -703,30 +581,30 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
     json_int_t iv = 0;
     bool given;
 
-    if ((st = get_int(root, "max_tokens", 1, &iv, &given, err)) != CORRAL_OK)
+    if ((st = api__get_int(root, "max_tokens", 1, &iv, &given, err)) != CORRAL_OK)
         return st;
     if (given)
-        s->max_tokens = clamp_i32(iv);
-    if ((st = get_int(root, "max_completion_tokens", 1, &iv, &given, err)) != CORRAL_OK)
+        s->max_tokens = api__clamp_i32(iv);
+    if ((st = api__get_int(root, "max_completion_tokens", 1, &iv, &given, err)) != CORRAL_OK)
         return st;
     if (given)
-        s->max_tokens = clamp_i32(iv);
+        s->max_tokens = api__clamp_i32(iv);
 
-    if ((st = get_float(root, "temperature", 0, 2, &s->temperature, err)) != CORRAL_OK ||
-        (st = get_float(root, "top_p", 0, 1, &s->top_p, err)) != CORRAL_OK ||
-        (st = get_float(root, "min_p", 0, 1, &s->min_p, err)) != CORRAL_OK ||
-        (st = get_float(root, "presence_penalty", -2, 2, &s->presence_penalty, err)) !=
+    if ((st = api__get_float(root, "temperature", 0, 2, &s->temperature, err)) != CORRAL_OK ||
+        (st = api__get_float(root, "top_p", 0, 1, &s->top_p, err)) != CORRAL_OK ||
+        (st = api__get_float(root, "min_p", 0, 1, &s->min_p, err)) != CORRAL_OK ||
+        (st = api__get_float(root, "presence_penalty", -2, 2, &s->presence_penalty, err)) !=
             CORRAL_OK ||
-        (st = get_float(root, "frequency_penalty", -2, 2, &s->frequency_penalty, err)) !=
+        (st = api__get_float(root, "frequency_penalty", -2, 2, &s->frequency_penalty, err)) !=
             CORRAL_OK)
         return st;
 
-    if ((st = get_int(root, "top_k", 0, &iv, &given, err)) != CORRAL_OK)
+    if ((st = api__get_int(root, "top_k", 0, &iv, &given, err)) != CORRAL_OK)
         return st;
     if (given)
-        s->top_k = clamp_i32(iv);
+        s->top_k = api__clamp_i32(iv);
 
-    if ((st = get_int(root, "seed", INT64_MIN, &iv, &given, err)) != CORRAL_OK)
+    if ((st = api__get_int(root, "seed", INT64_MIN, &iv, &given, err)) != CORRAL_OK)
         return st;
     if (given) {
         s->has_seed = true;
@@ -737,7 +615,7 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
         return st;
 
     /* extension shared with llama-server and vLLM (benchmark clients send it) */
-    if ((st = get_bool(root, "ignore_eos", &s->ignore_eos, err)) != CORRAL_OK)
+    if ((st = api__get_bool(root, "ignore_eos", &s->ignore_eos, err)) != CORRAL_OK)
         return st;
 
     if ((st = parse_stop(root, s, err)) != CORRAL_OK ||
@@ -747,7 +625,7 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
         (st = parse_logprobs(root, kind, s, err)) != CORRAL_OK ||
         (st = parse_stream(root, out, err)) != CORRAL_OK)
         return st;
-    return get_str(root, "user", &out->user, err);
+    return api__get_str(root, "user", &out->user, err);
 }
 
 /* ================================================================ parse */

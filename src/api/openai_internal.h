@@ -1,0 +1,31 @@
+/* openai_internal.h - what the request parser's files share (openai.c:
+ * the request's structure; openai_fields.c: reading one field). Not for
+ * other modules. */
+#ifndef CORRAL_API_OPENAI_INTERNAL_H
+#define CORRAL_API_OPENAI_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "util/error.h"
+
+/* Room for a field path; corral_err_set truncates it to CORRAL_ERR_PARAM_MAX. */
+#define PARAM_MAX 128
+
+json_t *api__opt_get(const json_t *obj, const char *key);
+void api__path_fmt(char *dst, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+enum corral_status api__bad_type(struct corral_err *err, const char *param, const char *what);
+enum corral_status api__missing(struct corral_err *err, const char *param);
+enum corral_status api__no_memory(struct corral_err *err);
+char *api__dup_str(const char *s, size_t n, struct corral_err *err);
+enum corral_status api__get_float(const json_t *obj, const char *key, double lo, double hi, float *out, struct corral_err *err);
+enum corral_status api__get_int(const json_t *obj, const char *key, json_int_t lo, json_int_t *out, bool *given, struct corral_err *err);
+enum corral_status api__get_bool(const json_t *obj, const char *key, bool *out, struct corral_err *err);
+enum corral_status api__get_str(const json_t *obj, const char *key, char **out, struct corral_err *err);
+int32_t api__clamp_i32(json_int_t v);
+
+#endif
