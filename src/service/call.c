@@ -188,6 +188,7 @@ void svc_call_cancel(struct svc_call *c) {
 bool svc_call_park(struct svc_call *c, void (*suspend)(void *ctx), void *ctx) {
     if (c->ended) return false;
     enum engine_park mode = !c->stream ? ENGINE_PARK_DONE : !c->started ? ENGINE_PARK_START : ENGINE_PARK_OUTPUT;
+    int parked = 0;
     for (int i = 0; i < c->n; i++) {
         struct engine_req_view v;
         engine_req_take(c->ch[i].req, NULL, 0, &v);
@@ -195,7 +196,9 @@ bool svc_call_park(struct svc_call *c, void (*suspend)(void *ctx), void *ctx) {
         if (v.state == ENGINE_REQ_DONE && mode != ENGINE_PARK_OUTPUT) continue; /* it will not change */
         if (v.state == ENGINE_REQ_DONE && engine_req_pending(c->ch[i].req) == 0 && c->ch[i].sent_finish) continue;
         if (!engine_req_park(c->ch[i].req, mode, NULL, NULL)) return false;
+        parked++;
     }
+    if (parked == 0) return false; /* every choice is done: the end is there to take */
     pthread_mutex_lock(&c->mu);
     bool news = c->news;
     c->news = false;
