@@ -53,7 +53,7 @@ test-tsan: build
 	@cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORRAL_TSAN=ON -DCORRAL_WERROR=ON \
 	  -DCORRAL_TEST_LLAMA_SERVER=$(abspath $(BUILD))/bin/llama-server >/dev/null
 	@cmake --build $(BUILD)-tsan -j$(JOBS)
-	cd $(BUILD)-tsan && ctest --output-on-failure --timeout 1200
+	cd $(BUILD)-tsan && TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp)" ctest --output-on-failure --timeout 1200
 
 # libFuzzer (clang, ASan + UBSan) on the request parser, the config reader
 # and the upstream SSE reader, FUZZ_TIME seconds each (see scripts/fuzz.sh).

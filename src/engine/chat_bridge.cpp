@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,11 @@
 struct chat_bridge {
     common_chat_templates_ptr tmpls;
 };
+
+// Renders run one at a time, process-wide: llama.cpp's renderer formats the
+// date for templates with std::localtime, whose result is a static buffer
+// every thread shares. A render costs ~0.5 ms on the test models.
+static std::mutex render_mu;
 
 static void bridge_err(char *err, size_t errlen, const char *what, const char *detail) {
     if (err && errlen) std::snprintf(err, errlen, "%s%s%.400s", what, detail ? ": " : "", detail ? detail : "");
@@ -65,7 +71,11 @@ extern "C" char *chat_bridge_render(struct chat_bridge *b, const struct chat_bri
                 if (key == "enable_thinking" && val.is_boolean()) in.enable_thinking = val.get<bool>();
             }
         }
-        common_chat_params p = common_chat_templates_apply(b->tmpls.get(), in);
+        common_chat_params p;
+        {
+            std::lock_guard<std::mutex> lock(render_mu);
+            p = common_chat_templates_apply(b->tmpls.get(), in);
+        }
         char *out = static_cast<char *>(std::malloc(p.prompt.size() + 1));
         if (!out) {
             bridge_err(err, errlen, "out of memory", nullptr);
