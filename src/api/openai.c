@@ -520,6 +520,27 @@ static enum corral_status parse_grammar(const json_t *root, struct engine_sampli
     return CORRAL_OK;
 }
 
+/* reasoning_format (llama-server's): "none" keeps a model's thinking in the
+ * content; "auto" and the deepseek forms move it to reasoning_content. */
+static enum corral_status parse_reasoning_format(const json_t *root, struct api_request *out,
+                                                 struct corral_err *err)
+{
+    json_t *v = api__opt_get(root, "reasoning_format");
+    if (!v)
+        return CORRAL_OK;
+    if (!json_is_string(v))
+        return api__bad_type(err, "reasoning_format", "a string");
+    const char *f = json_string_value(v);
+    if (strcmp(f, "none") == 0) {
+        out->reasoning_none = true;
+        return CORRAL_OK;
+    }
+    if (strcmp(f, "auto") == 0 || strcmp(f, "deepseek") == 0 || strcmp(f, "deepseek-legacy") == 0)
+        return CORRAL_OK;
+    return corral_err_set(err, CORRAL_INVALID_REQUEST, "reasoning_format",
+                          "'reasoning_format' must be one of none, auto, deepseek, deepseek-legacy; got '%.64s'", f);
+}
+
 static enum corral_status parse_stream(const json_t *root, struct api_request *out,
                                        struct corral_err *err)
 {
@@ -623,7 +644,8 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
         (st = parse_response_format(root, s, err)) != CORRAL_OK ||
         (st = parse_grammar(root, s, err)) != CORRAL_OK ||
         (st = parse_logprobs(root, kind, s, err)) != CORRAL_OK ||
-        (st = parse_stream(root, out, err)) != CORRAL_OK)
+        (st = parse_stream(root, out, err)) != CORRAL_OK ||
+        (st = parse_reasoning_format(root, out, err)) != CORRAL_OK)
         return st;
     return api__get_str(root, "user", &out->user, err);
 }

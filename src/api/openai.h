@@ -31,6 +31,7 @@ struct api_request {
     bool stream;
     bool include_usage; /* stream_options.include_usage */
     int n;              /* choices (1..API_MAX_CHOICES) */
+    bool reasoning_none; /* reasoning_format "none": thinking text stays in content */
     char *user;         /* optional, unused except for logs */
 };
 
@@ -82,6 +83,8 @@ char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, 
 struct api_choice {
     const char *text;
     size_t len;
+    const char *reasoning; /* message.reasoning_content (chat), or NULL */
+    size_t reasoning_len;
     const char *finish_reason;
     json_t *logprobs;
 };

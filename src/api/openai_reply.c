@@ -194,7 +194,8 @@ static json_t *choice_json(enum engine_kind kind, int index, struct api_choice *
         goto fail;
     if (kind == ENGINE_CHAT) {
         json_t *msg = json_pack("{s:s}", "role", "assistant");
-        if (!msg || put(msg, "content", json_str(c->text, c->text ? c->len : 0)) < 0) {
+        if (!msg || put(msg, "content", json_str(c->text, c->text ? c->len : 0)) < 0 ||
+            (c->reasoning && put(msg, "reasoning_content", json_str(c->reasoning, c->reasoning_len)) < 0)) {
             json_decref(msg);
             goto fail;
         }

@@ -52,7 +52,8 @@ extern "C" struct chat_bridge *chat_bridge_new(const struct llama_model *model, 
 extern "C" void chat_bridge_free(struct chat_bridge *b) { delete b; }
 
 extern "C" char *chat_bridge_render(struct chat_bridge *b, const struct chat_bridge_msg *msgs, size_t n,
-                                    const char *kwargs_json, size_t *len, char *err, size_t errlen) {
+                                    const char *kwargs_json, size_t *len, struct chat_thinking *th, char *err,
+                                    size_t errlen) {
     try {
         common_chat_templates_inputs in;
         in.use_jinja = true;
@@ -75,6 +76,14 @@ extern "C" char *chat_bridge_render(struct chat_bridge *b, const struct chat_bri
         {
             std::lock_guard<std::mutex> lock(render_mu);
             p = common_chat_templates_apply(b->tmpls.get(), in);
+        }
+        if (th) {
+            th->start[0] = th->end[0] = '\0';
+            if (p.supports_thinking && !p.thinking_end_tags.empty() && p.thinking_start_tag.size() < sizeof th->start &&
+                p.thinking_end_tags[0].size() < sizeof th->end) {
+                std::snprintf(th->start, sizeof th->start, "%s", p.thinking_start_tag.c_str());
+                std::snprintf(th->end, sizeof th->end, "%s", p.thinking_end_tags[0].c_str());
+            }
         }
         char *out = static_cast<char *>(std::malloc(p.prompt.size() + 1));
         if (!out) {

@@ -21,6 +21,13 @@ struct llama_model;
 struct chat_bridge;
 
 
+/* The template's thinking section, as llama.cpp's template analysis finds
+ * it: its tags ("" when the template has none). */
+struct chat_thinking {
+    char start[32];
+    char end[32];
+};
+
 /* One message as the template sees it. */
 struct chat_bridge_msg {
     const char *role;
@@ -35,9 +42,10 @@ void chat_bridge_free(struct chat_bridge *b);
 
 /* Render msgs with the generation prompt added. kwargs_json: a JSON object
  * of extra template variables (e.g. {"enable_thinking": false}), or NULL.
- * The prompt (malloc'd, its length in *len), or NULL with err. */
+ * The prompt (malloc'd, its length in *len), or NULL with err; th (may be
+ * NULL) gets the thinking tags. */
 char *chat_bridge_render(struct chat_bridge *b, const struct chat_bridge_msg *msgs, size_t n, const char *kwargs_json,
-                         size_t *len, char *err, size_t errlen);
+                         size_t *len, struct chat_thinking *th, char *err, size_t errlen);
 
 /* The GBNF grammar (malloc'd) that constrains output to a JSON schema
  * (JSON text), or NULL with err naming what the converter cannot handle. */

@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,8 @@ struct engine_req {
     int32_t *tokens;
     size_t n_tokens;
     char *grammar;
+    char think_start[32], think_end[32];
+    bool think_opened;
     struct engine_logprob *lps; /* guarded by mu */
     size_t n_lps, cap_lps;
     size_t pushed; /* output bytes pushed so far (guarded by mu) */
@@ -395,6 +398,20 @@ size_t engine_req_take_logprobs(struct engine_req *r, size_t upto, struct engine
     }
     pthread_mutex_unlock(&r->mu);
     return n;
+}
+
+void engine_req_set_thinking(struct engine_req *r, const char *start, const char *end, bool opened) {
+    snprintf(r->think_start, sizeof r->think_start, "%s", start ? start : "");
+    snprintf(r->think_end, sizeof r->think_end, "%s", end ? end : "");
+    r->think_opened = opened;
+}
+
+bool engine_req_thinking(const struct engine_req *r, const char **start, const char **end, bool *opened) {
+    if (!r->think_end[0]) return false;
+    *start = r->think_start;
+    *end = r->think_end;
+    *opened = r->think_opened;
+    return true;
 }
 
 void engine_req_set_grammar(struct engine_req *r, char *grammar) {

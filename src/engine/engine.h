@@ -232,6 +232,13 @@ int engine_req_push_lp(struct engine_req *r, const char *text, size_t n, struct 
  * and frees it). Returns the count (0: *out NULL). */
 size_t engine_req_take_logprobs(struct engine_req *r, size_t upto, struct engine_logprob **out);
 
+/* The output's thinking section, set by the engine at submit when the
+ * template has one: its tags, and whether the prompt already opened it
+ * (the output then starts inside it). */
+void engine_req_set_thinking(struct engine_req *r, const char *start, const char *end, bool opened);
+/* false when the output has no thinking section. */
+bool engine_req_thinking(const struct engine_req *r, const char **start, const char **end, bool *opened);
+
 /* The GBNF grammar the output must follow (the request's, or one made
  * from its JSON schema), set by the engine at submit; malloc'd, taken over. */
 void engine_req_set_grammar(struct engine_req *r, char *grammar);

@@ -142,11 +142,12 @@ struct llama_engine {
 
 /* llama_prompt.c: the chat template (want: the configured chat_template,
  * NULL = the model's own) and a chat prompt's tokens, request text never
- * parsed for special tokens. */
+ * parsed for special tokens; r (may be NULL) gets the output's thinking
+ * section. */
 int llama_engine__prompt_init(struct llama_engine *e, const char *want, const char *kwargs, struct corral_err *err);
 void llama_engine__prompt_free(struct llama_engine *e);
-int32_t *llama_engine__chat_tokens(struct llama_engine *e, const struct engine_input *in, size_t *n,
-                                   struct corral_err *err);
+int32_t *llama_engine__chat_tokens(struct llama_engine *e, struct engine_req *r, const struct engine_input *in,
+                                   size_t *n, struct corral_err *err);
 
 /* llama_logprobs.c (scheduler thread): sample with log-probabilities;
  * start takes over pre (NULL = none) and needs s->smpl to be the rest of

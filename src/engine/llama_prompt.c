@@ -345,8 +345,20 @@ static size_t prompt__spans(const struct llama_engine *e, const char *p, const s
     return n;
 }
 
-int32_t *llama_engine__chat_tokens(struct llama_engine *e, const struct engine_input *in, size_t *n,
-                                   struct corral_err *err) {
+/* The output's thinking section: the template's tags, or (a template whose
+ * analysis found none, or a built-in one) a prompt that ends by opening
+ * <think> as the Qwen3, QwQ and DeepSeek-R1 templates do. */
+static void prompt__thinking(struct engine_req *r, const char *prompt, size_t len, const struct chat_thinking *th) {
+    const char *start = th && th->end[0] ? th->start : "<think>";
+    const char *end = th && th->end[0] ? th->end : "</think>";
+    while (len > 0 && strchr(" \t\r\n", prompt[len - 1])) len--;
+    size_t sl = strlen(start);
+    bool opened = sl > 0 && len >= sl && memcmp(prompt + len - sl, start, sl) == 0;
+    if ((th && th->end[0]) || opened) engine_req_set_thinking(r, start, end, opened);
+}
+
+int32_t *llama_engine__chat_tokens(struct llama_engine *e, struct engine_req *r, const struct engine_input *in,
+                                   size_t *n, struct corral_err *err) {
     size_t nm = in->n_messages, total = 64;
     struct chat_bridge_msg *bm = calloc(nm ? nm : 1, sizeof *bm);
     struct llama_chat_message *lm = calloc(nm ? nm : 1, sizeof *lm);
@@ -367,13 +379,17 @@ int32_t *llama_engine__chat_tokens(struct llama_engine *e, const struct engine_i
     size_t len = 0;
     if (e->jinja) {
         char why[512];
-        prompt = chat_bridge_render(e->jinja, bm, nm, e->tmpl_kwargs, &len, why, sizeof why);
+        struct chat_thinking th;
+        prompt = chat_bridge_render(e->jinja, bm, nm, e->tmpl_kwargs, &len, &th, why, sizeof why);
         if (!prompt) {
             corral_err_set(err, CORRAL_INVALID_REQUEST, "messages", "%s", why);
             goto out;
         }
+        if (r) prompt__thinking(r, prompt, len, &th);
     } else if (!(prompt = prompt__builtin(e, lm, nm, total, &len, err))) {
         goto out;
+    } else if (r) {
+        prompt__thinking(r, prompt, len, NULL);
     }
     if (len / (size_t)e->max_piece > (size_t)e->n_ctx_slot + 2) {
         corral_err_set(err, CORRAL_CONTEXT_LENGTH, "messages",

@@ -128,7 +128,7 @@ enum corral_status llama_engine__submit(struct engine *base, struct engine_req *
     int32_t *toks = NULL;
     size_t n = 0;
     if (in->kind == ENGINE_CHAT) {
-        toks = llama_engine__chat_tokens(e, in, &n, err);
+        toks = llama_engine__chat_tokens(e, r, in, &n, err);
     } else if (in->prompt_tokens) {
         toks = malloc((in->n_prompt_tokens ? in->n_prompt_tokens : 1) * sizeof *toks);
         if (!toks) return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");

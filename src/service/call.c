@@ -30,6 +30,7 @@
 #include "api/openai.h"
 #include "pool/pool.h"
 #include "service/internal.h"
+#include "service/think.h"
 #include "util/time.h"
 
 /* Bytes of engine text turned into one chunk at most. */
@@ -42,6 +43,10 @@ struct svc_choice {
     struct pool_pin *pin;
     size_t taken; /* output bytes taken so far (the logprob records follow them) */
     bool sent_role, sent_finish;
+    /* a reasoning model's thinking apart from its answer (think.h) */
+    int think_on; /* 0 = not looked yet, 1 = split, -1 = no */
+    struct think think;
+    struct buf reason, answer; /* split text not yet sent */
 };
 
 struct svc_call {
@@ -54,6 +59,7 @@ struct svc_call {
     bool include_usage;
     bool base64;
     bool logprobs;
+    bool reasoning_none;
     char id[48];
     int64_t created;
     char *model;
@@ -125,6 +131,7 @@ enum corral_status svc_call_start(struct service *s, const struct svc_method *m,
         c->include_usage = in.include_usage;
         c->base64 = in.encoding_base64;
         c->logprobs = in.in.sampling.logprobs;
+        c->reasoning_none = in.reasoning_none;
         c->created = time_wall_s();
         c->notify = p->notify;
         c->notify_ctx = p->notify_ctx;
@@ -225,6 +232,42 @@ static json_t *svc__logprobs(struct svc_call *c, int i, size_t n) {
     return o;
 }
 
+/* Whether choice i's output is split into thinking and answer (known
+ * once its request was submitted: the engine finds the section). */
+static bool svc__thinks(struct svc_call *c, struct svc_choice *ch) {
+    if (ch->think_on == 0) {
+        const char *start, *end;
+        bool opened;
+        ch->think_on = -1;
+        if (c->kind == ENGINE_CHAT && !c->reasoning_none && engine_req_thinking(ch->req, &start, &end, &opened)) {
+            think_init(&ch->think, start, end, opened);
+            buf_init(&ch->reason, 0);
+            buf_init(&ch->answer, 0);
+            ch->think_on = 1;
+        }
+    }
+    return ch->think_on > 0;
+}
+
+/* A chat chunk whose delta is reasoning text (the chunk's content field
+ * is not set). Takes over logprobs. */
+static char *svc__reasoning_chunk(struct svc_call *c, int i, const char *text, size_t n, json_t *logprobs) {
+    char *j = api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, NULL, 0, NULL, c->include_usage,
+                                NULL, false, logprobs);
+    json_t *root = j ? json_loads(j, 0, NULL) : NULL;
+    free(j);
+    json_t *delta = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "delta");
+    json_t *str = json_stringn(text, n);
+    if (!delta || !str || json_object_set_new(delta, "reasoning_content", str) != 0) {
+        if (!delta) json_decref(str);
+        json_decref(root);
+        return NULL;
+    }
+    char *out = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return out;
+}
+
 /* Usage over every choice: the prompt once, every choice's completion. */
 static struct engine_usage svc__usage(struct svc_call *c) {
     struct engine_usage u = {0};
@@ -266,6 +309,18 @@ static void svc__whole(struct svc_call *c, struct svc_result *res) {
         choices[i] = (struct api_choice){.text = texts[i] ? texts[i] : "", .len = len,
                                          .finish_reason = svc__finish_name(v.finish),
                                          .logprobs = svc__logprobs(c, i, len)};
+        struct svc_choice *ch = &c->ch[i];
+        if (texts[i] && svc__thinks(c, ch)) {
+            if (think_feed(&ch->think, texts[i], len, &ch->reason, &ch->answer) != 0 ||
+                think_flush(&ch->think, &ch->reason, &ch->answer) != 0)
+                nomem = true;
+            choices[i].text = ch->answer.data ? ch->answer.data : "";
+            choices[i].len = ch->answer.len;
+            if (ch->reason.len) {
+                choices[i].reasoning = ch->reason.data;
+                choices[i].reasoning_len = ch->reason.len;
+            }
+        }
     }
     struct engine_usage u = svc__usage(c);
     char *json = api_choices_json(c->kind, c->id, c->created, c->model, choices, (size_t)c->n, &u);
@@ -341,11 +396,43 @@ static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, 
         return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, true, "", 0, NULL,
                                                c->include_usage, NULL, false, NULL), json, res);
     }
+    bool split = svc__thinks(c, ch);
+    if (split && ch->answer.len) { /* the answer part of a piece whose thinking went first */
+        char *j = api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, ch->answer.data, ch->answer.len,
+                                    NULL, c->include_usage, NULL, false, NULL);
+        buf_reset(&ch->answer);
+        return svc__chunk(c, j, json, res);
+    }
     size_t n = engine_req_take(ch->req, c->take, SVC_TAKE_MAX, &v);
-    if (n > 0)
+    if (n > 0 && !split)
         return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, c->take, n, NULL,
                                                c->include_usage, NULL, false, svc__logprobs(c, i, n)),
                           json, res);
+    bool flushed = false;
+    if (split && n == 0 && v.state == ENGINE_REQ_DONE && engine_req_pending(ch->req) == 0 && ch->think.hold.len) {
+        if (think_flush(&ch->think, &ch->reason, &ch->answer) != 0) ch->think_on = -1;
+        flushed = true;
+    }
+    if (split && (n > 0 || flushed)) {
+        json_t *lp = n > 0 ? svc__logprobs(c, i, n) : NULL;
+        if (n > 0 && think_feed(&ch->think, c->take, n, &ch->reason, &ch->answer) != 0) {
+            json_decref(lp);
+            return svc__chunk(c, NULL, json, res);
+        }
+        if (ch->reason.len) {
+            char *j = svc__reasoning_chunk(c, i, ch->reason.data, ch->reason.len, lp);
+            buf_reset(&ch->reason);
+            return svc__chunk(c, j, json, res);
+        }
+        if (ch->answer.len) {
+            char *j = api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, ch->answer.data,
+                                        ch->answer.len, NULL, c->include_usage, NULL, false, lp);
+            buf_reset(&ch->answer);
+            return svc__chunk(c, j, json, res);
+        }
+        json_decref(lp); /* all held back: a tag may be starting */
+        if (n > 0) return SVC_EV_NONE; /* the transport parks; more text or the end comes */
+    }
     /* text still pending (taken before DONE was seen) comes before the end */
     if (v.state != ENGINE_REQ_DONE || engine_req_pending(ch->req) > 0) return SVC_EV_NONE;
     if (v.status != CORRAL_OK) return svc__end(c, res);
@@ -418,6 +505,11 @@ void svc_call_free(struct svc_call *c) {
         if (v.state != ENGINE_REQ_DONE) engine_req_cancel(r);
         engine_req_release(r);
         if (c->ch[i].pin) pool_release(c->svc->pool, c->ch[i].pin);
+        if (c->ch[i].think_on > 0) {
+            think_free(&c->ch[i].think);
+            buf_free(&c->ch[i].reason);
+            buf_free(&c->ch[i].answer);
+        }
     }
     pthread_mutex_destroy(&c->mu);
     free(c->take);

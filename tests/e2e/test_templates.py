@@ -94,3 +94,37 @@ def test_template_error_is_a_400(make_server, mkmodel):
     assert chat(srv, "hi")["choices"][0]["finish_reason"] in ("length", "stop")
     r = srv.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "tool", "content": "x"}]})
     assert_error(r, 400, "invalid_request_error", param="messages", in_message=("only user and assistant",))
+
+
+# ---------------------------------------------------------------- reasoning
+
+THINK_GRAMMAR = 'root ::= "weighing it up" "</think>" "\\n\\n" "the answer"'
+
+
+def _thinking_server(make_server, qwen_model):
+    ini_path = os.path.join(os.path.dirname(qwen_model), "thinking.ini")
+    with open(ini_path, "w") as f:
+        f.write("[model.m]\npath = %s\nchat_template = %s\n" % (qwen_model, os.path.join(TEMPLATES, "thinking.jinja")))
+    return make_server(["--config", ini_path, "--parallel", "1", "--ctx", "512", "--max-concurrent", "1"])
+
+
+def test_thinking_goes_to_reasoning_content(make_server, qwen_model):
+    from conftest import stream_request
+    srv = _thinking_server(make_server, qwen_model)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 40, "grammar": THINK_GRAMMAR}
+    msg = srv.post("/v1/chat/completions", body).json()["choices"][0]["message"]
+    assert msg["reasoning_content"] == "weighing it up", msg
+    assert msg["content"] == "the answer", msg
+    s = stream_request(srv, "/v1/chat/completions", dict(body, stream=True))
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in s.chunks if c["choices"])
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in s.chunks if c["choices"])
+    assert (reasoning, content) == ("weighing it up", "the answer"), (reasoning, content)
+    # reasoning_format none: the model's text as it came
+    msg = srv.post("/v1/chat/completions", dict(body, reasoning_format="none")).json()["choices"][0]["message"]
+    assert msg["content"] == "weighing it up</think>\n\nthe answer" and "reasoning_content" not in msg, msg
+    r = srv.post("/v1/chat/completions", dict(body, reasoning_format="yes"))
+    assert_error(r, 400, "invalid_request_error", param="reasoning_format")
+    # a model without a thinking section keeps everything in content
+    plain = make_server(server_args(model_path=qwen_model, model_id="m", parallel=1))
+    msg = plain.post("/v1/chat/completions", dict(body, grammar='root ::= "a</think>b"')).json()["choices"][0]["message"]
+    assert msg["content"] == "a</think>b" and "reasoning_content" not in msg, msg
