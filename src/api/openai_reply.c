@@ -124,6 +124,16 @@ static json_t *finish_json(const char *finish_reason)
     return finish_reason ? json_cstr(finish_reason) : json_null();
 }
 
+/* A choice's finish_reason and logprobs (reference taken; NULL = null). */
+static int put_end(json_t *choice, const char *finish_reason, json_t *logprobs)
+{
+    if (put(choice, "finish_reason", finish_json(finish_reason)) < 0) {
+        json_decref(logprobs);
+        return -1;
+    }
+    return put(choice, "logprobs", logprobs ? logprobs : json_null());
+}
+
 static json_t *usage_json(const struct engine_usage *u)
 {
     struct engine_usage zero = {0, 0, 0};
@@ -206,8 +216,7 @@ static json_t *choice_json(enum engine_kind kind, int index, struct api_choice *
     }
     json_t *l = lp;
     lp = NULL;
-    if (put(choice, "finish_reason", finish_json(c->finish_reason)) < 0 ||
-        put(choice, "logprobs", l ? l : json_null()) < 0)
+    if (put_end(choice, c->finish_reason, l) < 0)
         goto fail;
     return choice;
 fail:
@@ -287,8 +296,7 @@ char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, 
         }
         json_t *lp = logprobs;
         logprobs = NULL;
-        if (put(choice, "finish_reason", finish_json(finish_reason)) < 0 ||
-            put(choice, "logprobs", lp ? lp : json_null()) < 0)
+        if (put_end(choice, finish_reason, lp) < 0)
             goto fail;
         json_t *c = choice;
         choice = NULL;

@@ -12,8 +12,9 @@
  *
  * With several choices (as many as API_MAX_CHOICES; past the free slots
  * they run in turn, each finished one giving its permit back at once)
- * the call parks every request that has nothing to say, with the call's own notify: under the call's lock it either finds
- * an event that came in meanwhile (`news`) or marks itself parked and
+ * the call parks every request that has nothing to say, with the call's
+ * own notify: under the call's lock it either finds an event that came in
+ * meanwhile (`news`) or marks itself parked and
  * suspends its transport, and a request's wake-up takes the same lock, so
  * no wake-up is lost. Each choice is its own request: it takes its own
  * admission permit, its prompt is shared through the engine's prefix
@@ -43,6 +44,7 @@ struct svc_choice {
     struct pool_pin *pin;
     size_t taken; /* output bytes taken so far (the logprob records follow them) */
     bool sent_role, sent_finish;
+    bool done; /* seen DONE by svc_call_next (whole responses) */
     /* a reasoning model's thinking apart from its answer (think.h) */
     int think_on; /* 0 = not looked yet, 1 = split, -1 = no */
     struct think think;
@@ -197,11 +199,9 @@ bool svc_call_park(struct svc_call *c, void (*suspend)(void *ctx), void *ctx) {
     enum engine_park mode = !c->stream ? ENGINE_PARK_DONE : !c->started ? ENGINE_PARK_START : ENGINE_PARK_OUTPUT;
     int parked = 0;
     for (int i = 0; i < c->n; i++) {
-        struct engine_req_view v;
-        engine_req_take(c->ch[i].req, NULL, 0, &v);
-        if (v.state != ENGINE_REQ_QUEUED && mode == ENGINE_PARK_START) return false; /* it can start */
-        if (v.state == ENGINE_REQ_DONE && mode != ENGINE_PARK_OUTPUT) continue; /* it will not change */
-        if (v.state == ENGINE_REQ_DONE && engine_req_pending(c->ch[i].req) == 0 && c->ch[i].sent_finish) continue;
+        /* a finished choice has nothing more to wait for (svc_call_next saw it) */
+        if ((mode == ENGINE_PARK_DONE && c->ch[i].done) || (mode == ENGINE_PARK_OUTPUT && c->ch[i].sent_finish))
+            continue;
         if (!engine_req_park(c->ch[i].req, mode, NULL, NULL)) return false;
         parked++;
     }
@@ -380,6 +380,14 @@ static enum svc_event svc__chunk(struct svc_call *c, char *chunk, char **json, s
     return SVC_EV_CHUNK;
 }
 
+/* A stream chunk of choice i: text (NULL = none) and its logprobs (taken over). */
+static enum svc_event svc__text_chunk(struct svc_call *c, int i, const char *text, size_t n, const char *finish,
+                                      json_t *lp, char **json, struct svc_result *res) {
+    return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, text, n, finish,
+                                           c->include_usage, NULL, false, lp),
+                      json, res);
+}
+
 /* Choice i's next stream chunk, or NULL with *done when it has sent its
  * finish, or NULL when it has nothing now. *failed: it ended in error. */
 static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, struct svc_result *res,
@@ -398,16 +406,12 @@ static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, 
     }
     bool split = svc__thinks(c, ch);
     if (split && ch->answer.len) { /* the answer part of a piece whose thinking went first */
-        char *j = api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, ch->answer.data, ch->answer.len,
-                                    NULL, c->include_usage, NULL, false, NULL);
+        enum svc_event ev = svc__text_chunk(c, i, ch->answer.data, ch->answer.len, NULL, NULL, json, res);
         buf_reset(&ch->answer);
-        return svc__chunk(c, j, json, res);
+        return ev;
     }
     size_t n = engine_req_take(ch->req, c->take, SVC_TAKE_MAX, &v);
-    if (n > 0 && !split)
-        return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, c->take, n, NULL,
-                                               c->include_usage, NULL, false, svc__logprobs(c, i, n)),
-                          json, res);
+    if (n > 0 && !split) return svc__text_chunk(c, i, c->take, n, NULL, svc__logprobs(c, i, n), json, res);
     bool flushed = false;
     if (split && n == 0 && v.state == ENGINE_REQ_DONE && engine_req_pending(ch->req) == 0 && ch->think.hold.len) {
         if (think_flush(&ch->think, &ch->reason, &ch->answer) != 0) ch->think_on = -1;
@@ -425,10 +429,9 @@ static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, 
             return svc__chunk(c, j, json, res);
         }
         if (ch->answer.len) {
-            char *j = api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, ch->answer.data,
-                                        ch->answer.len, NULL, c->include_usage, NULL, false, lp);
+            enum svc_event ev = svc__text_chunk(c, i, ch->answer.data, ch->answer.len, NULL, lp, json, res);
             buf_reset(&ch->answer);
-            return svc__chunk(c, j, json, res);
+            return ev;
         }
         json_decref(lp); /* all held back: a tag may be starting */
         if (n > 0) return SVC_EV_NONE; /* the transport parks; more text or the end comes */
@@ -438,9 +441,7 @@ static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, 
     if (v.status != CORRAL_OK) return svc__end(c, res);
     ch->sent_finish = true;
     if (c->n > 1) engine_req_drop_permit(ch->req); /* so its siblings can run */
-    return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, NULL, 0,
-                                           svc__finish_name(v.finish), c->include_usage, NULL, false, NULL),
-                      json, res);
+    return svc__text_chunk(c, i, NULL, 0, svc__finish_name(v.finish), NULL, json, res);
 }
 
 enum svc_event svc_call_next(struct svc_call *c, char **json, struct svc_result *res) {
@@ -450,9 +451,14 @@ enum svc_event svc_call_next(struct svc_call *c, char **json, struct svc_result 
     if (!c->stream) {
         bool all = true;
         for (int i = 0; i < c->n; i++) {
+            if (c->ch[i].done) continue;
             engine_req_take(c->ch[i].req, NULL, 0, &v);
-            if (v.state != ENGINE_REQ_DONE) all = false;
-            else if (c->n > 1) engine_req_drop_permit(c->ch[i].req); /* so its siblings can run */
+            if (v.state != ENGINE_REQ_DONE) {
+                all = false;
+                continue;
+            }
+            c->ch[i].done = true;
+            if (c->n > 1) engine_req_drop_permit(c->ch[i].req); /* so its siblings can run */
         }
         return all ? svc__end(c, res) : SVC_EV_NONE;
     }

@@ -217,16 +217,20 @@ class Server:
                 pass
         # Under -fsanitize builds a sanitizer report in the server's log is a
         # failure even if every request looked fine.
-        log = self.stderr()
-        for marker in SANITIZER_MARKERS:
-            if marker in log:
-                at = log.index(marker)
-                raise AssertionError("sanitizer report in the server log:\n" + log[max(0, at - 200):at + 3000])
+        assert_no_sanitizer_report(self.stderr(), "the server log")
         return self.proc.returncode
 
 
 SANITIZER_MARKERS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "WARNING: ThreadSanitizer")
+
+
+def assert_no_sanitizer_report(log, where):
+    """Fail with the report's text when log holds a sanitizer report."""
+    for marker in SANITIZER_MARKERS:
+        if marker in log:
+            at = log.index(marker)
+            raise AssertionError("sanitizer report in %s:\n%s" % (where, log[max(0, at - 200):at + 3000]))
 
 
 def server_args(model_path=TEST_MODEL, model_id=MODEL, parallel=4, ctx=512, queue=8, capacity=8, extra=()):

@@ -21,7 +21,7 @@ import time
 
 import websockets
 
-from conftest import CORRAL_BIN, MODEL, SANITIZER_MARKERS, TEST_MODEL, _die_with_parent, server_args
+from conftest import CORRAL_BIN, MODEL, TEST_MODEL, _die_with_parent, assert_no_sanitizer_report, server_args
 
 RPC_TIMEOUT = 30  # seconds, for any single call
 
@@ -276,12 +276,7 @@ class StdioRpc:
             self._err.close()
         except Exception:
             pass
-        # as for a served process: a sanitizer report is a failure
-        log = self.stderr()
-        for marker in SANITIZER_MARKERS:
-            if marker in log:
-                at = log.index(marker)
-                raise AssertionError("sanitizer report in the stdio server's log:\n" + log[max(0, at - 200):at + 3000])
+        assert_no_sanitizer_report(self.stderr(), "the stdio server's log")  # as for a served process
         return self.proc.returncode
 
 
