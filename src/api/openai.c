@@ -150,7 +150,16 @@ static enum corral_status parse_message(const json_t *m, size_t idx, struct engi
         return CORRAL_NOMEM;
     }
     msg->content = text;
-    return CORRAL_OK;
+    st = api__parse_message_tools(m, idx, msg, err);
+    if (st != CORRAL_OK) { /* this message is not counted yet: free it here */
+        free(msg->role);
+        free(msg->content);
+        free(msg->name);
+        free(msg->tool_calls);
+        free(msg->tool_call_id);
+        memset(msg, 0, sizeof *msg);
+    }
+    return st;
 }
 
 static enum corral_status parse_messages(const json_t *root, struct api_request *out,
@@ -424,9 +433,8 @@ static enum corral_status parse_logprobs(const json_t *root, enum engine_kind ki
     return CORRAL_OK;
 }
 
-/* n, and the fields OpenAI has and corral does not: tools, ... */
-static enum corral_status parse_unsupported(const json_t *root, enum engine_kind kind, int *n_out,
-                                            struct corral_err *err)
+/* n: how many choices. */
+static enum corral_status parse_n(const json_t *root, int *n_out, struct corral_err *err)
 {
     json_int_t n = 1;
     bool given;
@@ -437,22 +445,6 @@ static enum corral_status parse_unsupported(const json_t *root, enum engine_kind
         return corral_err_set(err, CORRAL_INVALID_REQUEST, "n", "'n' may be at most %d, got %lld", API_MAX_CHOICES,
                               (long long)n);
     *n_out = (int)n;
-
-    json_t *v;
-    static const char *const list_keys[] = {"tools", "functions"};
-    for (size_t i = 0; i < 2; i++) {
-        v = api__opt_get(root, list_keys[i]);
-        if (v && !(json_is_array(v) && json_array_size(v) == 0))
-            return corral_err_set(err, CORRAL_UNSUPPORTED, list_keys[i],
-                                  "'%s' (function calling) is not supported", list_keys[i]);
-    }
-    static const char *const choice_keys[] = {"tool_choice", "function_call"};
-    for (size_t i = 0; i < 2; i++) {
-        v = api__opt_get(root, choice_keys[i]);
-        if (v && !(json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
-            return corral_err_set(err, CORRAL_UNSUPPORTED, choice_keys[i],
-                                  "'%s' (function calling) is not supported", choice_keys[i]);
-    }
     return CORRAL_OK;
 }
 
@@ -532,7 +524,7 @@ static enum corral_status parse_reasoning_format(const json_t *root, struct api_
         return api__bad_type(err, "reasoning_format", "a string");
     const char *f = json_string_value(v);
     if (strcmp(f, "none") == 0) {
-        out->reasoning_none = true;
+        out->reasoning_none = out->in.reasoning_in_content = true;
         return CORRAL_OK;
     }
     if (strcmp(f, "auto") == 0 || strcmp(f, "deepseek") == 0 || strcmp(f, "deepseek-legacy") == 0)
@@ -640,9 +632,10 @@ static enum corral_status parse_sampling(const json_t *root, enum engine_kind ki
         return st;
 
     if ((st = parse_stop(root, s, err)) != CORRAL_OK ||
-        (st = parse_unsupported(root, kind, &out->n, err)) != CORRAL_OK ||
+        (st = parse_n(root, &out->n, err)) != CORRAL_OK ||
         (st = parse_response_format(root, s, err)) != CORRAL_OK ||
         (st = parse_grammar(root, s, err)) != CORRAL_OK ||
+        (st = api__parse_tools(root, kind, &out->in, err)) != CORRAL_OK ||
         (st = parse_logprobs(root, kind, s, err)) != CORRAL_OK ||
         (st = parse_stream(root, out, err)) != CORRAL_OK ||
         (st = parse_reasoning_format(root, out, err)) != CORRAL_OK)

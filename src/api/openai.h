@@ -41,9 +41,11 @@ struct api_request {
  * named in err->param and the message) and leaves *out empty.
  * Unknown fields are ignored. response_format json_schema gives the schema's
  * text (sampling.json_schema; the engine turns it into a grammar), the
- * extension `grammar` its GBNF. n > 1, best_of > 1, logprobs, tools,
- * tool_choice, function_call(s), audio/image content parts, echo, suffix:
- * CORRAL_UNSUPPORTED with a message that says what is not supported. */
+ * extension `grammar` its GBNF; tools, tool_choice and the history's tool
+ * calls go to in.tools and the messages (openai_tools.c). best_of > 1, the
+ * deprecated functions/function_call, audio/image content parts, echo,
+ * suffix: CORRAL_UNSUPPORTED with a message that says what is not
+ * supported. */
 enum corral_status api_request_parse(enum engine_kind kind, const char *body, size_t len,
                                      struct api_request *out, struct corral_err *err);
 
@@ -87,6 +89,7 @@ struct api_choice {
     size_t reasoning_len;
     const char *finish_reason;
     json_t *logprobs;
+    json_t *message; /* chat: the parsed message (content, reasoning_content, tool_calls), taken over; replaces text */
 };
 /* A whole response with n choices (indexes 0..n-1). Takes every choice's
  * logprobs reference, also on failure. Malloc'd JSON or NULL. */

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "engine/input.h"
 #include "util/error.h"
 
 /* Room for a field path; corral_err_set truncates it to CORRAL_ERR_PARAM_MAX. */
@@ -27,5 +28,15 @@ enum corral_status api__get_int(const json_t *obj, const char *key, json_int_t l
 enum corral_status api__get_bool(const json_t *obj, const char *key, bool *out, struct corral_err *err);
 enum corral_status api__get_str(const json_t *obj, const char *key, char **out, struct corral_err *err);
 int32_t api__clamp_i32(json_int_t v);
+
+/* openai_tools.c: tools, tool_choice and parallel_tool_calls (after the
+ * response format and grammar, which tools exclude), and one message's
+ * tool_calls, tool_call_id and name. */
+struct engine_input;
+struct engine_message;
+enum corral_status api__parse_tools(const json_t *root, enum engine_kind kind, struct engine_input *in,
+                                    struct corral_err *err);
+enum corral_status api__parse_message_tools(const json_t *m, size_t idx, struct engine_message *msg,
+                                            struct corral_err *err);
 
 #endif

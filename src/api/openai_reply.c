@@ -202,7 +202,18 @@ static json_t *choice_json(enum engine_kind kind, int index, struct api_choice *
     c->logprobs = NULL;
     if (!choice || put(choice, "index", json_integer(index)) < 0)
         goto fail;
-    if (kind == ENGINE_CHAT) {
+    if (kind == ENGINE_CHAT && c->message) {
+        json_t *msg = json_pack("{s:s}", "role", "assistant");
+        int rc = msg ? json_object_update(msg, c->message) : -1;
+        json_decref(c->message);
+        c->message = NULL;
+        if (rc < 0) {
+            json_decref(msg);
+            goto fail;
+        }
+        if (put(choice, "message", msg) < 0)
+            goto fail;
+    } else if (kind == ENGINE_CHAT) {
         json_t *msg = json_pack("{s:s}", "role", "assistant");
         if (!msg || put(msg, "content", json_str(c->text, c->text ? c->len : 0)) < 0 ||
             (c->reasoning && put(msg, "reasoning_content", json_str(c->reasoning, c->reasoning_len)) < 0)) {
@@ -248,7 +259,8 @@ char *api_choices_json(enum engine_kind kind, const char *id, int64_t created, c
 fail:
     for (; i < n; i++) {
         json_decref(choices[i].logprobs);
-        choices[i].logprobs = NULL;
+        json_decref(choices[i].message);
+        choices[i].logprobs = choices[i].message = NULL;
     }
     json_decref(arr);
     json_decref(root);

@@ -50,6 +50,10 @@ struct engine_req {
     int32_t *tokens;
     size_t n_tokens;
     char *grammar;
+    char **triggers;
+    size_t n_triggers;
+    struct chat_syntax *syntax;
+    void (*free_syntax)(struct chat_syntax *);
     char think_start[32], think_end[32];
     bool think_opened;
     struct engine_logprob *lps; /* guarded by mu */
@@ -89,6 +93,9 @@ void engine_req_release(struct engine_req *r) {
     buf_free(&r->out);
     free(r->tokens);
     free(r->grammar);
+    for (size_t i = 0; i < r->n_triggers; i++) free(r->triggers[i]);
+    free(r->triggers);
+    if (r->syntax) r->free_syntax(r->syntax);
     for (size_t i = 0; i < r->n_lps; i++) engine_logprob_clear(&r->lps[i]);
     free(r->lps);
     for (size_t i = 0; i < r->n_lists; i++) free(r->lists[i]);
@@ -106,7 +113,12 @@ void engine_input_free(struct engine_input *in) {
     for (size_t i = 0; i < in->n_messages; i++) {
         free(in->messages[i].role);
         free(in->messages[i].content);
+        free(in->messages[i].tool_calls);
+        free(in->messages[i].tool_call_id);
+        free(in->messages[i].name);
     }
+    free(in->tools.json);
+    free(in->tools.name);
     free(in->messages);
     free(in->prompt);
     free(in->prompt_tokens);
@@ -130,6 +142,7 @@ int engine_input_copy(struct engine_input *dst, const struct engine_input *src) 
     dst->prompt_tokens = NULL;
     dst->inputs = NULL;
     dst->n_messages = dst->n_inputs = 0;
+    dst->tools.json = dst->tools.name = NULL;
     for (int i = 0; i < ENGINE_MAX_STOP; i++) dst->sampling.stop[i] = NULL;
     dst->sampling.n_stop = 0;
     dst->sampling.json_schema = dst->sampling.grammar = NULL;
@@ -138,8 +151,13 @@ int engine_input_copy(struct engine_input *dst, const struct engine_input *src) 
     for (size_t i = 0; rc == 0 && i < src->n_messages; i++) {
         rc |= engine__dup(&dst->messages[i].role, src->messages[i].role);
         rc |= engine__dup(&dst->messages[i].content, src->messages[i].content);
+        rc |= engine__dup(&dst->messages[i].tool_calls, src->messages[i].tool_calls);
+        rc |= engine__dup(&dst->messages[i].tool_call_id, src->messages[i].tool_call_id);
+        rc |= engine__dup(&dst->messages[i].name, src->messages[i].name);
         dst->n_messages = i + 1;
     }
+    if (rc == 0) rc = engine__dup(&dst->tools.json, src->tools.json);
+    if (rc == 0) rc = engine__dup(&dst->tools.name, src->tools.name);
     if (rc == 0) rc = engine__dup(&dst->prompt, src->prompt);
     if (rc == 0 && src->prompt_tokens) {
         dst->prompt_tokens = malloc((src->n_prompt_tokens ? src->n_prompt_tokens : 1) * sizeof *dst->prompt_tokens);
@@ -420,6 +438,27 @@ void engine_req_set_grammar(struct engine_req *r, char *grammar) {
 }
 
 const char *engine_req_grammar(const struct engine_req *r) { return r->grammar; }
+
+void engine_req_set_triggers(struct engine_req *r, char **patterns, size_t n) {
+    for (size_t i = 0; i < r->n_triggers; i++) free(r->triggers[i]);
+    free(r->triggers);
+    r->triggers = patterns;
+    r->n_triggers = n;
+}
+
+const char *const *engine_req_triggers(const struct engine_req *r, size_t *n) {
+    *n = r->n_triggers;
+    return (const char *const *)r->triggers;
+}
+
+void engine_req_set_syntax(struct engine_req *r, struct chat_syntax *syntax,
+                           void (*free_syntax)(struct chat_syntax *)) {
+    if (r->syntax) r->free_syntax(r->syntax);
+    r->syntax = syntax;
+    r->free_syntax = free_syntax;
+}
+
+const struct chat_syntax *engine_req_syntax(const struct engine_req *r) { return r->syntax; }
 
 void engine_req_set_tokens(struct engine_req *r, int32_t *tokens, size_t n) {
     free(r->tokens);

@@ -243,6 +243,17 @@ bool engine_req_thinking(const struct engine_req *r, const char **start, const c
  * from its JSON schema), set by the engine at submit; malloc'd, taken over. */
 void engine_req_set_grammar(struct engine_req *r, char *grammar);
 const char *engine_req_grammar(const struct engine_req *r);
+/* A lazy grammar's triggers (regular expressions; array and strings taken
+ * over): the output is free until one matches, then the grammar applies. */
+void engine_req_set_triggers(struct engine_req *r, char **patterns, size_t n);
+const char *const *engine_req_triggers(const struct engine_req *r, size_t *n);
+/* The template's tool-call syntax (chat_bridge.h; taken over, freed with
+ * free_syntax): the output is parsed into content, reasoning and tool
+ * calls with it. */
+struct chat_syntax;
+void engine_req_set_syntax(struct engine_req *r, struct chat_syntax *syntax,
+                           void (*free_syntax)(struct chat_syntax *));
+const struct chat_syntax *engine_req_syntax(const struct engine_req *r);
 /* Data the engine keeps per request (prompt tokens); owned by the request and
  * freed with it. */
 void engine_req_set_tokens(struct engine_req *r, int32_t *tokens, size_t n);

@@ -17,8 +17,22 @@
 enum engine_kind { ENGINE_CHAT = 0, ENGINE_COMPLETION, ENGINE_EMBEDDING };
 
 struct engine_message {
-    char *role;    /* "system", "user", "assistant" (also "developer", "tool") */
-    char *content; /* never NULL (may be "") */
+    char *role;         /* "system", "user", "assistant" (also "developer", "tool") */
+    char *content;      /* never NULL (may be "") */
+    char *tool_calls;   /* assistant: JSON array of OpenAI tool calls (arguments as strings), or NULL */
+    char *tool_call_id; /* tool: the call this answers, or NULL */
+    char *name;         /* the function (tool) or participant name, or NULL */
+};
+
+/* How the model may call the request's tools (OpenAI's tool_choice). */
+enum engine_tool_choice { ENGINE_TOOLS_AUTO = 0, ENGINE_TOOLS_NONE, ENGINE_TOOLS_REQUIRED, ENGINE_TOOLS_NAMED };
+
+/* The functions a chat may call. */
+struct engine_tools {
+    char *json; /* JSON array of OpenAI function tools, or NULL (no tools) */
+    enum engine_tool_choice choice;
+    char *name;   /* ENGINE_TOOLS_NAMED: the function that must be called */
+    int parallel; /* parallel_tool_calls: 0, 1, or -1 (not given: the template's default) */
 };
 
 /* Sampling and stopping, with the OpenAI defaults where a request is silent. */
@@ -71,6 +85,8 @@ struct engine_input {
     /* ENGINE_CHAT */
     struct engine_message *messages;
     size_t n_messages;
+    struct engine_tools tools;
+    bool reasoning_in_content; /* reasoning_format none: thinking text stays in content */
 
     /* ENGINE_COMPLETION: exactly one of prompt / prompt_tokens is set */
     char *prompt;

@@ -357,6 +357,38 @@ static void prompt__thinking(struct engine_req *r, const char *prompt, size_t le
     if ((th && th->end[0]) || opened) engine_req_set_thinking(r, start, end, opened);
 }
 
+/* The tool-call syntax of a render with tools, on the request: its
+ * grammar (checked by building it once) and triggers, and its parser. */
+static int prompt__tool_syntax(struct llama_engine *e, struct engine_req *r, struct chat_bridge_out *bo,
+                               struct corral_err *err) {
+    if (bo->grammar) {
+        struct llama_sampler *probe =
+            bo->lazy ? llama_sampler_init_grammar_lazy_patterns(e->vocab, bo->grammar, "root",
+                                                                (const char **)bo->triggers, bo->n_triggers, NULL, 0)
+                     : llama_sampler_init_grammar(e->vocab, bo->grammar, "root");
+        if (!probe)
+            return corral_err_set(err, CORRAL_INVALID_REQUEST, "tools",
+                                  "the tools' call grammar from model %s's chat template does not build (a "
+                                  "parameters schema it cannot express?)",
+                                  e->id),
+                   -1;
+        llama_sampler_free(probe);
+        log_debug("model %s: tool-call grammar (%s):\n%s", e->id, bo->lazy ? "lazy" : "from the start", bo->grammar);
+        engine_req_set_grammar(r, bo->grammar);
+        bo->grammar = NULL;
+        if (bo->lazy) {
+            engine_req_set_triggers(r, bo->triggers, bo->n_triggers);
+            bo->triggers = NULL;
+            bo->n_triggers = 0;
+        }
+    }
+    if (bo->syntax) {
+        engine_req_set_syntax(r, bo->syntax, chat_syntax_free);
+        bo->syntax = NULL;
+    }
+    return 0;
+}
+
 int32_t *llama_engine__chat_tokens(struct llama_engine *e, struct engine_req *r, const struct engine_input *in,
                                    size_t *n, struct corral_err *err) {
     size_t nm = in->n_messages, total = 64;
@@ -367,10 +399,13 @@ int32_t *llama_engine__chat_tokens(struct llama_engine *e, struct engine_req *r,
     int32_t *toks = NULL;
     if (!bm || !lm || !spans) goto nomem;
     for (size_t i = 0; i < nm; i++) {
-        const char *role = in->messages[i].role;
-        bm[i].role = lm[i].role = strcmp(role, "developer") == 0 && !e->jinja ? "system" : role;
-        bm[i].content = lm[i].content = in->messages[i].content;
-        total += strlen(in->messages[i].content) + strlen(role) + 32;
+        const struct engine_message *m = &in->messages[i];
+        bm[i].role = lm[i].role = strcmp(m->role, "developer") == 0 && !e->jinja ? "system" : m->role;
+        bm[i].content = lm[i].content = m->content;
+        bm[i].tool_calls = m->tool_calls;
+        bm[i].tool_call_id = m->tool_call_id;
+        bm[i].name = m->name;
+        total += strlen(m->content) + strlen(m->role) + (m->tool_calls ? strlen(m->tool_calls) : 0) + 32;
     }
     if (total > INT32_MAX / 2) {
         corral_err_set(err, CORRAL_TOO_LARGE, "messages", "messages are too long");
@@ -379,13 +414,35 @@ int32_t *llama_engine__chat_tokens(struct llama_engine *e, struct engine_req *r,
     size_t len = 0;
     if (e->jinja) {
         char why[512];
-        struct chat_thinking th;
-        prompt = chat_bridge_render(e->jinja, bm, nm, e->tmpl_kwargs, &len, &th, why, sizeof why);
-        if (!prompt) {
-            corral_err_set(err, CORRAL_INVALID_REQUEST, "messages", "%s", why);
+        struct chat_bridge_opts o = {.kwargs_json = e->tmpl_kwargs,
+                                     .tools_json = in->tools.json,
+                                     .tool_choice = (enum chat_tool_choice)in->tools.choice,
+                                     .tool_name = in->tools.name,
+                                     .parallel = in->tools.parallel,
+                                     .reasoning = !in->reasoning_in_content};
+        struct chat_bridge_out bo;
+        if (chat_bridge_render(e->jinja, bm, nm, &o, &bo, why, sizeof why) != 0) {
+            corral_err_set(err, CORRAL_INVALID_REQUEST,
+                           in->tools.json ? "tools" : "messages", "%s", why);
             goto out;
         }
-        if (r) prompt__thinking(r, prompt, len, &th);
+        prompt = bo.prompt;
+        len = bo.len;
+        bo.prompt = NULL;
+        if (r) {
+            prompt__thinking(r, prompt, len, &bo.th);
+            if (prompt__tool_syntax(e, r, &bo, err) != 0) {
+                chat_bridge_out_free(&bo);
+                goto out;
+            }
+        }
+        chat_bridge_out_free(&bo);
+    } else if (in->tools.json && in->tools.choice != ENGINE_TOOLS_NONE) {
+        corral_err_set(err, CORRAL_INVALID_REQUEST, "tools",
+                       "model %s's chat template (the built-in '%s') cannot describe tools; set its chat_template "
+                       "to a Jinja template",
+                       e->id, e->tmpl_name);
+        goto out;
     } else if (!(prompt = prompt__builtin(e, lm, nm, total, &len, err))) {
         goto out;
     } else if (r) {

@@ -42,8 +42,11 @@ void llama_engine__slot_free(struct slot *s) {
 /* The request's samplers: one chain, or with logprobs the grammar and
  * penalties in *pre and the rest in the returned chain. */
 static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const struct engine_sampling *sp,
-                                                   const char *grammar, struct llama_sampler **pre,
+                                                   const struct engine_req *r, struct llama_sampler **pre,
                                                    struct corral_err *err) {
+    const char *grammar = engine_req_grammar(r);
+    size_t n_trig = 0;
+    const char *const *trig = engine_req_triggers(r, &n_trig);
     struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
     struct llama_sampler *ch = llama_sampler_chain_init(cp), *first = ch;
@@ -52,7 +55,10 @@ static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const
     if (!ch) goto fail;
     if (sp->json_object && !grammar) grammar = llama_engine__json_grammar;
     if (grammar) {
-        struct llama_sampler *g = llama_sampler_init_grammar(e->vocab, grammar, "root");
+        struct llama_sampler *g =
+            trig ? llama_sampler_init_grammar_lazy_patterns(e->vocab, grammar, "root", (const char **)trig, n_trig,
+                                                             NULL, 0)
+                 : llama_sampler_init_grammar(e->vocab, grammar, "root");
         if (!g) goto fail;
         llama_sampler_chain_add(first, g);
     }
@@ -214,7 +220,7 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     const struct engine_input *in = engine_req_input(r);
     bool want_lp = in->sampling.logprobs;
     struct llama_sampler *pre = NULL;
-    s->smpl = llama_engine__sampler(e, &in->sampling, engine_req_grammar(r), want_lp ? &pre : NULL, &err);
+    s->smpl = llama_engine__sampler(e, &in->sampling, r, want_lp ? &pre : NULL, &err);
     if (s->smpl && want_lp && llama_lp_start(e, s, in->sampling.top_logprobs, pre) != 0) {
         corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
         llama_sampler_free(s->smpl);

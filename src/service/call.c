@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "api/openai.h"
+#include "engine/chat_bridge.h"
 #include "pool/pool.h"
 #include "service/internal.h"
 #include "service/think.h"
@@ -49,6 +50,12 @@ struct svc_choice {
     int think_on; /* 0 = not looked yet, 1 = split, -1 = no */
     struct think think;
     struct buf reason, answer; /* split text not yet sent */
+    /* a chat with tools: the output parsed with the template's call syntax */
+    int tools_on; /* 0 = not looked yet, 1 = parsed, -1 = no */
+    struct chat_parse *parse;
+    struct buf all;    /* the whole output so far */
+    size_t owed;       /* output bytes whose logprobs have not gone out */
+    bool parsed_final; /* the whole output was parsed */
 };
 
 struct svc_call {
@@ -232,10 +239,41 @@ static json_t *svc__logprobs(struct svc_call *c, int i, size_t n) {
     return o;
 }
 
+/* Whether a choice's request was submitted (the engine sets its output's
+ * shape then): it left the queue. Until then it has no output to shape. */
+static bool svc__submitted(struct svc_choice *ch) {
+    struct engine_req_view v;
+    engine_req_take(ch->req, NULL, 0, &v);
+    return v.state != ENGINE_REQ_QUEUED;
+}
+
+/* Whether a choice's output is parsed for tool calls (a chat whose
+ * template gave the request a call syntax). */
+static bool svc__tools(struct svc_call *c, struct svc_choice *ch) {
+    if (ch->tools_on == 0 && (c->kind != ENGINE_CHAT || svc__submitted(ch))) {
+        const struct chat_syntax *syn = c->kind == ENGINE_CHAT ? engine_req_syntax(ch->req) : NULL;
+        ch->tools_on = -1;
+        if (syn && (ch->parse = chat_parse_new(syn))) {
+            buf_init(&ch->all, 0);
+            ch->tools_on = 1;
+        }
+    }
+    return ch->tools_on > 0;
+}
+
+/* finish_reason of choice i: "tool_calls" when it called a tool. */
+static const char *svc__finish(struct svc_call *c, int i, enum engine_finish f) {
+    struct svc_choice *ch = &c->ch[i];
+    if (f != ENGINE_FINISH_LENGTH && ch->tools_on > 0 && chat_parse_calls(ch->parse) > 0) return "tool_calls";
+    return svc__finish_name(f);
+}
+
 /* Whether choice i's output is split into thinking and answer (known
- * once its request was submitted: the engine finds the section). */
+ * once its request was submitted: the engine finds the section). A chat
+ * with tools is split by its call syntax instead. */
 static bool svc__thinks(struct svc_call *c, struct svc_choice *ch) {
-    if (ch->think_on == 0) {
+    if (svc__tools(c, ch)) return false;
+    if (ch->think_on == 0 && (c->kind != ENGINE_CHAT || svc__submitted(ch))) {
         const char *start, *end;
         bool opened;
         ch->think_on = -1;
@@ -249,23 +287,29 @@ static bool svc__thinks(struct svc_call *c, struct svc_choice *ch) {
     return ch->think_on > 0;
 }
 
-/* A chat chunk whose delta is reasoning text (the chunk's content field
- * is not set). Takes over logprobs. */
-static char *svc__reasoning_chunk(struct svc_call *c, int i, const char *text, size_t n, json_t *logprobs) {
+/* A chat chunk whose delta holds fields (reasoning_content, content,
+ * tool_calls; taken over). Takes over logprobs. */
+static char *svc__delta_chunk(struct svc_call *c, int i, json_t *fields, json_t *logprobs) {
     char *j = api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, NULL, 0, NULL, c->include_usage,
                                 NULL, false, logprobs);
     json_t *root = j ? json_loads(j, 0, NULL) : NULL;
     free(j);
     json_t *delta = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "delta");
-    json_t *str = json_stringn(text, n);
-    if (!delta || !str || json_object_set_new(delta, "reasoning_content", str) != 0) {
-        if (!delta) json_decref(str);
-        json_decref(root);
-        return NULL;
-    }
-    char *out = json_dumps(root, JSON_COMPACT);
+    int rc = delta && fields ? json_object_update(delta, fields) : -1;
+    json_decref(fields);
+    char *out = rc == 0 ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     return out;
+}
+
+/* A chat chunk whose delta is reasoning text. Takes over logprobs. */
+static char *svc__reasoning_chunk(struct svc_call *c, int i, const char *text, size_t n, json_t *logprobs) {
+    json_t *fields = json_pack("{s:s%}", "reasoning_content", text, n);
+    if (!fields) {
+        json_decref(logprobs);
+        return NULL;
+    }
+    return svc__delta_chunk(c, i, fields, logprobs);
 }
 
 /* Usage over every choice: the prompt once, every choice's completion. */
@@ -310,7 +354,14 @@ static void svc__whole(struct svc_call *c, struct svc_result *res) {
                                          .finish_reason = svc__finish_name(v.finish),
                                          .logprobs = svc__logprobs(c, i, len)};
         struct svc_choice *ch = &c->ch[i];
-        if (texts[i] && svc__thinks(c, ch)) {
+        if (texts[i] && svc__tools(c, ch)) {
+            free(chat_parse_delta(ch->parse, texts[i], len, true));
+            char *m = chat_parse_message(ch->parse);
+            choices[i].message = m ? json_loads(m, 0, NULL) : NULL;
+            free(m);
+            if (!choices[i].message) nomem = true;
+            choices[i].finish_reason = svc__finish(c, i, v.finish);
+        } else if (texts[i] && svc__thinks(c, ch)) {
             if (think_feed(&ch->think, texts[i], len, &ch->reason, &ch->answer) != 0 ||
                 think_flush(&ch->think, &ch->reason, &ch->answer) != 0)
                 nomem = true;
@@ -337,7 +388,7 @@ static void svc__stream_end(struct svc_call *c, struct svc_result *res) {
     struct engine_req_view v;
     engine_req_take(c->ch[0].req, NULL, 0, &v);
     struct engine_usage u = svc__usage(c);
-    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:I, s:I}}", "id", c->id, "finish_reason", svc__finish_name(v.finish),
+    json_t *o = json_pack("{s:s, s:s, s:{s:I, s:I, s:I}}", "id", c->id, "finish_reason", svc__finish(c, 0, v.finish),
                           "usage", "prompt_tokens", (json_int_t)u.prompt_tokens, "completion_tokens",
                           (json_int_t)u.completion_tokens, "total_tokens",
                           (json_int_t)(u.prompt_tokens + u.completion_tokens));
@@ -388,6 +439,38 @@ static enum svc_event svc__text_chunk(struct svc_call *c, int i, const char *tex
                       json, res);
 }
 
+/* Choice i's next stream chunk when its output is parsed for tool calls:
+ * the whole output is parsed again as it grows, and what is new goes out
+ * (content, reasoning, a call's id and name, then its arguments). */
+static enum svc_event svc__tool_chunk(struct svc_call *c, int i, char **json, struct svc_result *res) {
+    struct svc_choice *ch = &c->ch[i];
+    struct engine_req_view v;
+    size_t n = engine_req_take(ch->req, c->take, SVC_TAKE_MAX, &v);
+    if (n > 0) {
+        if (buf_append(&ch->all, c->take, n) != 0) return svc__chunk(c, NULL, json, res);
+        ch->owed += n;
+    }
+    bool done = v.state == ENGINE_REQ_DONE && engine_req_pending(ch->req) == 0;
+    if (done && v.status != CORRAL_OK) return svc__end(c, res);
+    if (n > 0 || (done && !ch->parsed_final)) {
+        ch->parsed_final = done;
+        char *d = chat_parse_delta(ch->parse, ch->all.data ? ch->all.data : "", ch->all.len, done);
+        if (d) {
+            json_t *fields = json_loads(d, 0, NULL);
+            free(d);
+            json_t *lp = svc__logprobs(c, i, ch->owed);
+            ch->owed = 0;
+            return svc__chunk(c, svc__delta_chunk(c, i, fields, lp), json, res);
+        }
+    }
+    if (!done) return SVC_EV_NONE; /* held back (a call may be starting): the transport parks */
+    ch->sent_finish = true;
+    if (c->n > 1) engine_req_drop_permit(ch->req); /* so its siblings can run */
+    json_t *lp = ch->owed ? svc__logprobs(c, i, ch->owed) : NULL;
+    ch->owed = 0;
+    return svc__text_chunk(c, i, NULL, 0, svc__finish(c, i, v.finish), lp, json, res);
+}
+
 /* Choice i's next stream chunk, or NULL with *done when it has sent its
  * finish, or NULL when it has nothing now. *failed: it ended in error. */
 static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, struct svc_result *res,
@@ -404,6 +487,7 @@ static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, 
         return svc__chunk(c, api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, true, "", 0, NULL,
                                                c->include_usage, NULL, false, NULL), json, res);
     }
+    if (svc__tools(c, ch)) return svc__tool_chunk(c, i, json, res);
     bool split = svc__thinks(c, ch);
     if (split && ch->answer.len) { /* the answer part of a piece whose thinking went first */
         enum svc_event ev = svc__text_chunk(c, i, ch->answer.data, ch->answer.len, NULL, NULL, json, res);
@@ -515,6 +599,10 @@ void svc_call_free(struct svc_call *c) {
             think_free(&c->ch[i].think);
             buf_free(&c->ch[i].reason);
             buf_free(&c->ch[i].answer);
+        }
+        if (c->ch[i].tools_on > 0) {
+            chat_parse_free(c->ch[i].parse);
+            buf_free(&c->ch[i].all);
         }
     }
     pthread_mutex_destroy(&c->mu);

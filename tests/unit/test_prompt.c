@@ -59,12 +59,16 @@ static struct engine_input chat(const char *sys, const char *user) {
 
 /* The tokens llama.cpp gives the whole rendered prompt, specials parsed. */
 static int32_t *whole(struct llama_engine *e, const struct engine_input *in, size_t *n) {
-    struct chat_bridge_msg m[2] = {{in->messages[0].role, in->messages[0].content},
-                                   {in->messages[1].role, in->messages[1].content}};
+    struct chat_bridge_msg m[2] = {{.role = in->messages[0].role, .content = in->messages[0].content},
+                                   {.role = in->messages[1].role, .content = in->messages[1].content}};
     char why[256];
-    size_t len = 0;
-    char *prompt = chat_bridge_render(e->jinja, m, 2, NULL, &len, NULL, why, sizeof why);
-    if (!prompt) fail_msg("render: %s", why);
+    struct chat_bridge_opts o = {.parallel = -1};
+    struct chat_bridge_out bo;
+    if (chat_bridge_render(e->jinja, m, 2, &o, &bo, why, sizeof why) != 0) fail_msg("render: %s", why);
+    char *prompt = bo.prompt;
+    size_t len = bo.len;
+    bo.prompt = NULL;
+    chat_bridge_out_free(&bo);
     int32_t *t = malloc((len + 16) * sizeof *t);
     int32_t k = llama_tokenize(e->vocab, prompt, (int32_t)len, t, (int32_t)len + 16, true, true);
     assert_true(k > 0);
