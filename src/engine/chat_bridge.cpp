@@ -103,40 +103,53 @@ static std::string bridge_split_root(const std::string &g, std::string *rest) {
     return root;
 }
 
-// A root whose alternatives are one call section or several ("tool-call
-// | tool-calls", as the template layer names its trigger rules) cut to
-// the single one: parallel_tool_calls false.
-static std::string bridge_one_call(const std::string &root) {
-    std::string alt;
+// A root whose alternatives are one call section or several sections
+// ("tool-call | tool-calls", where tool-calls repeats tool-call: the
+// template layer's JSON syntax with a per-call marker, which allows more
+// than one section whatever parallel_tool_calls says) cut to the single
+// one; any other root as it is (the template layer follows the flag).
+static std::string bridge_one_call(const std::string &root, const std::string &rules) {
+    bool one = false, many = false;
     for (size_t at = 0; at <= root.size();) {
         size_t bar = root.find(" | ", at);
-        alt = root.substr(at, bar == std::string::npos ? std::string::npos : bar - at);
-        if (alt == "tool-call") return alt;
+        std::string alt = root.substr(at, bar == std::string::npos ? std::string::npos : bar - at);
+        one |= alt == "tool-call";
+        many |= alt == "tool-calls";
         if (bar == std::string::npos) break;
         at = bar + 3;
     }
-    return root;
+    bool repeats = rules.rfind("tool-calls ::= (tool-call", 0) == 0 ||
+                   rules.find("\ntool-calls ::= (tool-call") != std::string::npos;
+    return one && many && repeats ? "tool-call" : root;
 }
 
 // A lazy grammar whose root allows one call section only.
 static std::string bridge_lazy_one(const std::string &g) {
     std::string rules, root = bridge_split_root(g, &rules);
-    return root.empty() ? g : rules + "root ::= " + bridge_one_call(root) + "\n";
+    return root.empty() ? g : rules + "root ::= " + bridge_one_call(root, rules) + "\n";
 }
 
 // The grammar of a call that must come first: the rules of the required
 // grammar (whose root lets any text precede the call) with the root of
-// the lazy one (the call syntax a trigger starts) as the whole output,
-// after the end tag when the prompt left a thinking section open. ""
-// when either is missing.
+// the lazy one (the call syntax a trigger starts; lazy "" when the syntax
+// has no trigger) as the whole output, after the end tag when the prompt
+// left a thinking section open. "" when no call rule is found.
 static std::string bridge_forced_grammar(const std::string &required, const std::string &lazy,
                                          const std::string &think_close, bool parallel) {
     std::string rules;
-    std::string calls = bridge_split_root(lazy, nullptr);
-    if (!parallel) calls = bridge_one_call(calls);
-    if (calls.empty() || bridge_split_root(required, &rules).empty()) return "";
+    if (bridge_split_root(required, &rules).empty()) return "";
+    std::string calls = lazy.empty() ? "" : bridge_split_root(lazy, nullptr);
+    if (calls.empty()) {
+        // no trigger (a syntax without a start marker): the rules the
+        // template layer gives its call syntax (its trigger rules' names)
+        for (const char *name : {"tool-call", "tool-calls", "tool-call-root", "tools"})
+            if (rules.rfind(std::string(name) + " ::= ", 0) == 0 || rules.find("\n" + std::string(name) + " ::= ") != std::string::npos)
+                calls += (calls.empty() ? "" : " | ") + std::string(name);
+    }
+    if (!parallel) calls = bridge_one_call(calls, rules);
+    if (calls.empty()) return "";
     rules += "forced-calls ::= " + calls + "\n";
-    rules += "root ::= " + (think_close.empty() ? "" : gbnf_format_literal(think_close) + " [ \\t\\n]* ") +
+    rules += "root ::= " + (think_close.empty() ? "" : gbnf_format_literal(think_close) + " \"\\n\"{0,2} ") +
              "forced-calls\n";
     return rules;
 }
@@ -209,7 +222,8 @@ extern "C" int chat_bridge_render(struct chat_bridge *b, const struct chat_bridg
                 if (!st.empty() && !p.thinking_end_tags.empty() && gp.size() >= st.size() &&
                     gp.compare(gp.size() - st.size(), std::string::npos, st) == 0)
                     close = p.thinking_end_tags[0];
-                std::string g = lazy_p.grammar_lazy ? bridge_forced_grammar(calls.grammar, lazy_p.grammar, close, in.parallel_tool_calls) : "";
+                std::string g = bridge_forced_grammar(calls.grammar, lazy_p.grammar_lazy ? lazy_p.grammar : "", close,
+                                                      in.parallel_tool_calls);
                 if (!g.empty()) {
                     grammar = g;
                     lazy = false;
@@ -337,6 +351,9 @@ extern "C" char *chat_parse_delta(struct chat_parse *p, const char *text, size_t
     try {
         common_chat_msg m = bridge_parse(p, std::string(text, n), final);
         if (m.empty() && !final) return nullptr;
+        // every call gets an id of ours: one a template's syntax lets the
+        // model write may be partial while it streams, or any text at all
+        for (auto &tc : m.tool_calls) tc.id.clear();
         m.set_tool_call_ids(p->ids, bridge_call_id);
         common_chat_msg prev = p->msg;
         p->msg = m; // a final message stands even when no delta can be told
@@ -394,7 +411,8 @@ extern "C" char *chat_parse_message(struct chat_parse *p) {
     try {
         common_json msg = common_json::object();
         const common_chat_msg &m = p->msg;
-        if (m.content.empty() && !m.tool_calls.empty()) msg["content"] = nullptr;
+        bool blank = m.content.find_first_not_of(" \t\r\n") == std::string::npos;
+        if (blank && !m.tool_calls.empty()) msg["content"] = nullptr;
         else msg["content"] = m.content;
         if (!m.reasoning_content.empty()) msg["reasoning_content"] = m.reasoning_content;
         if (!m.tool_calls.empty()) {
