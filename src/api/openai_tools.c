@@ -161,12 +161,17 @@ enum corral_status api__parse_tools(const json_t *root, enum engine_kind kind, s
                                     struct corral_err *err)
 {
     static const char *const legacy[] = {"functions", "function_call"};
-    for (size_t i = 0; i < 2; i++)
-        if (api__opt_get(root, legacy[i]))
-            return corral_err_set(err, CORRAL_UNSUPPORTED, legacy[i],
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = api__opt_get(root, legacy[i]);
+        /* an empty list and "none" ask for nothing */
+        if (!v || (json_is_array(v) && json_array_size(v) == 0) ||
+            (json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
+            continue;
+        return corral_err_set(err, CORRAL_UNSUPPORTED, legacy[i],
                                   "'%s' (OpenAI's deprecated function calling) is not supported; use 'tools' and "
                                   "'tool_choice'",
                                   legacy[i]);
+    }
     json_t *arr = api__opt_get(root, "tools");
     json_t *choice = api__opt_get(root, "tool_choice");
     json_t *par = api__opt_get(root, "parallel_tool_calls");

@@ -303,16 +303,14 @@ static const struct err_case err_cases[] = {
      "'logprobs' must be a boolean"},
     {ENGINE_CHAT, CHAT(",\"top_logprobs\":2"), CORRAL_INVALID_REQUEST, "top_logprobs",
      "'top_logprobs' needs 'logprobs': true"},
-    {ENGINE_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]"),
-     CORRAL_UNSUPPORTED, "tools", "'tools' (function calling) is not supported"},
-    {ENGINE_CHAT, CHAT(",\"tool_choice\":\"auto\""), CORRAL_UNSUPPORTED, "tool_choice",
-     "'tool_choice' (function calling) is not supported"},
+    {ENGINE_CHAT, CHAT(",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"\"}}]"),
+     CORRAL_INVALID_REQUEST, "tools[0].function.name", "'tools[0].function.name' must be 1 to 64 letters"},
     {ENGINE_CHAT, CHAT(",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}"),
-     CORRAL_UNSUPPORTED, "tool_choice", "'tool_choice' (function calling) is not supported"},
+     CORRAL_INVALID_REQUEST, "tool_choice.function.name", "which is not in 'tools'"},
     {ENGINE_CHAT, CHAT(",\"functions\":[{\"name\":\"f\"}]"), CORRAL_UNSUPPORTED, "functions",
-     "'functions' (function calling) is not supported"},
+     "'functions' (OpenAI's deprecated function calling) is not supported"},
     {ENGINE_CHAT, CHAT(",\"function_call\":\"auto\""), CORRAL_UNSUPPORTED, "function_call",
-     "'function_call' (function calling) is not supported"},
+     "'function_call' (OpenAI's deprecated function calling) is not supported"},
     {ENGINE_CHAT, CHAT(",\"response_format\":{\"type\":\"json_schema\"}"), CORRAL_INVALID_REQUEST,
      "response_format.json_schema", "missing required field 'response_format.json_schema'"},
     {ENGINE_CHAT, CHAT(",\"response_format\":{\"type\":\"xml\"}"), CORRAL_INVALID_REQUEST,
@@ -428,8 +426,8 @@ static void test_parse_error_after_allocations(void **state)
         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
         "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"b\"}]}],"
         "\"stop\":[\"x\",\"y\"],\"user\":\"u\",\"tools\":[{\"type\":\"function\"}]}";
-    assert_int_equal(parse(ENGINE_CHAT, body, &req, &err), CORRAL_UNSUPPORTED);
-    assert_string_equal(err.param, "tools");
+    assert_int_equal(parse(ENGINE_CHAT, body, &req, &err), CORRAL_INVALID_REQUEST);
+    assert_string_equal(err.param, "tools[0].function");
     assert_null(req.model);
     assert_null(req.in.messages);
     assert_int_equal(req.in.sampling.n_stop, 0);
