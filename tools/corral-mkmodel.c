@@ -54,10 +54,40 @@ enum {
     MK_EXIT_USAGE = 2, /* bad flag, value or vocabulary */
 };
 
+/* chatml turns, and with tools (a Hermes/Qwen-style template, as
+ * tests/templates/hermes-tools.jinja): the functions listed in the system
+ * turn, calls as JSON in <tool_call> tags, results in <tool_response>.
+ * Without tools it renders plain chatml. */
 static const char mk__chatml_template[] =
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-    "{% endif %}";
+    "{%- if tools %}\n"
+    "{{- '<|im_start|>system\\n' }}\n"
+    "{%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}\n"
+    "{{- '# Tools\\n\\nYou may call one or more functions to help with the request.\\n\\nThe functions are listed within <tools></tools> tags:\\n<tools>' }}\n"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}\n"
+    "{{- '\\n</tools>\\n\\nFor each call, reply with a JSON object with the function name and arguments within <tool_call></tool_call> tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}\n"
+    "{%- elif messages[0].role == 'system' %}\n"
+    "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}\n"
+    "{%- endif %}\n"
+    "{%- for message in messages %}\n"
+    "{%- if message.role == 'user' or (message.role == 'system' and not loop.first) or (message.role == 'assistant' and not message.tool_calls) %}\n"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}\n"
+    "{%- elif message.role == 'assistant' %}\n"
+    "{{- '<|im_start|>assistant' }}\n"
+    "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}\n"
+    "{%- for tool_call in message.tool_calls %}\n"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}\n"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call.name + '\", \"arguments\": ' }}\n"
+    "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}\n"
+    "{{- '}\\n</tool_call>' }}\n"
+    "{%- endfor %}\n"
+    "{{- '<|im_end|>\\n' }}\n"
+    "{%- elif message.role == 'tool' %}\n"
+    "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}\n"
+    "{{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}\n"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}\n"
+    "{%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}\n";
 
 /* ------------------------------------------------------------------ options */
 

@@ -229,6 +229,14 @@ extern "C" int chat_bridge_render(struct chat_bridge *b, const struct chat_bridg
                     lazy = false;
                 }
             }
+            if (grammar.empty() && opts->tool_choice != CHAT_TOOLS_AUTO) {
+                chat_bridge_out_free(out);
+                bridge_err(err, errlen,
+                           "the model's chat template has no tool-call syntax, so a call cannot be required; give "
+                           "the model a template with tools (chat_template) or use tool_choice 'auto'",
+                           nullptr);
+                return -1;
+            }
             if (lazy && !in.parallel_tool_calls) grammar = bridge_lazy_one(grammar);
             if (!grammar.empty()) {
                 out->grammar = bridge_dup(grammar);

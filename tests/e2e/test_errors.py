@@ -163,13 +163,24 @@ def test_n_out_of_range(server):
     assert server.post(CHAT, chat_body(n=1, max_tokens=2)).status_code == 200
 
 
-def test_tools_unsupported(server):
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    assert_error(server.post(CHAT, chat_body(tools=tools)), 400, "invalid_request_error", param="tools",
-                 code="unsupported_value")
-    assert_error(server.post(CHAT, chat_body(tool_choice="auto")), 400, param="tool_choice")
+def test_tools_on_the_default_model(server, make_server, mkmodel):
+    # the generated model's chatml template describes tools (Hermes-style): a required call comes back
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]
+    r = server.post(CHAT, chat_body(tools=tools, tool_choice="required", max_tokens=300, parallel_tool_calls=False))
+    assert r.status_code == 200, r.text
+    c = r.json()["choices"][0]
+    assert c["finish_reason"] == "tool_calls", c
+    assert isinstance(json.loads(c["message"]["tool_calls"][0]["function"]["arguments"])["x"], int)
     # an empty tools list and tool_choice "none" are harmless
     assert server.post(CHAT, chat_body(tools=[], tool_choice="none", max_tokens=2)).status_code == 200
+    # a template with no tool-call syntax cannot keep "required"; "auto" is served as plain chat
+    plain = mkmodel("plain-chat.gguf", chat_template="{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    srv = make_server(server_args(model_path=plain, parallel=1))
+    assert_error(srv.post(CHAT, chat_body(tools=tools, tool_choice="required")), 400, param="tools",
+                 in_message=["tool-call syntax"])
+    r = srv.post(CHAT, chat_body(tools=tools, max_tokens=4))
+    assert r.status_code == 200 and "tool_calls" not in r.json()["choices"][0]["message"], r.text
 
 
 def test_logprobs_bounds(server):

@@ -92,7 +92,7 @@ def test_template_error_is_a_400(make_server, mkmodel):
         "{% if add_generation_prompt %}assistant: {% endif %}"))
     srv = make_server(server_args(model_path=path, model_id="m", parallel=1))
     assert chat(srv, "hi")["choices"][0]["finish_reason"] in ("length", "stop")
-    r = srv.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "tool", "content": "x"}]})
+    r = srv.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "tool", "content": "x", "tool_call_id": "c1"}]})
     assert_error(r, 400, "invalid_request_error", param="messages", in_message=("only user and assistant",))
 
 
