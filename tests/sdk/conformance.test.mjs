@@ -455,6 +455,72 @@ test('response_format json_schema output validates', async () => {
   }
 });
 
+// The generated model's chatml template describes tools (Hermes-style), so a
+// required or named call is the grammar's: it must come, and its arguments
+// must satisfy the schema.
+const TOOLS = [
+  { type: 'function', function: { name: 'dice', description: 'Roll dice',
+    parameters: { type: 'object', properties: { sides: { type: 'integer', minimum: 2, maximum: 20 },
+                                                fair: { type: 'boolean' } },
+                  required: ['sides', 'fair'], additionalProperties: false } } },
+  { type: 'function', function: { name: 'lamp', description: 'Switch a lamp',
+    parameters: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'] } } },
+];
+
+function checkDice(call) {
+  assert.equal(call.type, 'function');
+  assert.ok(call.id.startsWith('call_'), call.id);
+  assert.equal(call.function.name, 'dice');
+  const args = JSON.parse(call.function.arguments);
+  assert.ok(Number.isInteger(args.sides) && args.sides >= 2 && args.sides <= 20, call.function.arguments);
+  assert.equal(typeof args.fair, 'boolean');
+}
+
+test('tools: a named call, and the streamed deltas assembled by the SDK give the same call', async () => {
+  const body = { model: MODEL, messages: [{ role: 'user', content: 'Roll a die' }], tools: TOOLS,
+                 tool_choice: { type: 'function', function: { name: 'dice' } }, parallel_tool_calls: false,
+                 max_tokens: 250, temperature: 0 };
+  const r = await client.chat.completions.create(body);
+  const c = r.choices[0];
+  assert.equal(c.finish_reason, 'tool_calls');
+  assert.equal(c.message.content, null);
+  assert.equal(c.message.tool_calls.length, 1);
+  checkDice(c.message.tool_calls[0]);
+  const stream = client.chat.completions.stream(body);
+  let pieces = 0;
+  stream.on('chunk', (chunk) => { if (chunk.choices[0]?.delta?.tool_calls) pieces++; });
+  const final = await stream.finalChatCompletion();
+  const sc = final.choices[0];
+  assert.equal(sc.finish_reason, 'tool_calls');
+  assert.equal(sc.message.tool_calls.length, 1);
+  checkDice(sc.message.tool_calls[0]);
+  assert.deepEqual(sc.message.tool_calls[0].function, c.message.tool_calls[0].function);
+  assert.ok(pieces > 2, `the arguments came in pieces (${pieces} chunks)`);
+});
+
+test('tools: required at temperature 1, then the call and its result in the history', async () => {
+  for (let seed = 0; seed < 3; seed++) {
+    const r = await client.chat.completions.create({
+      model: MODEL, messages: [{ role: 'user', content: 'Roll a die' }], tools: TOOLS, tool_choice: 'required',
+      parallel_tool_calls: false, max_tokens: 250, temperature: 1, seed });
+    const c = r.choices[0];
+    assert.equal(c.finish_reason, 'tool_calls');
+    const call = c.message.tool_calls[0];
+    assert.ok(['dice', 'lamp'].includes(call.function.name));
+    JSON.parse(call.function.arguments);
+    const next = await client.chat.completions.create({
+      model: MODEL, max_tokens: 3, tools: TOOLS,
+      messages: [{ role: 'user', content: 'Roll a die' }, c.message,
+                 { role: 'tool', tool_call_id: call.id, content: '4' }] });
+    assert.ok(['stop', 'length', 'tool_calls'].includes(next.choices[0].finish_reason));
+  }
+  const err = await expectApiError(
+    () => client.chat.completions.create({ model: MODEL, messages: MESSAGES, tools: TOOLS,
+                                           tool_choice: { type: 'function', function: { name: 'nope' } } }),
+    OpenAI.BadRequestError, 400);
+  assert.equal(err.param, 'tool_choice.function.name');
+});
+
 test('logprobs with top_logprobs', async () => {
   const r = await client.chat.completions.create({ model: MODEL, messages: MESSAGES, max_tokens: 5, temperature: 0,
                                                    logprobs: true, top_logprobs: 2 });
