@@ -59,6 +59,8 @@ struct engine_req {
     struct engine_logprob *lps; /* guarded by mu */
     size_t n_lps, cap_lps;
     size_t pushed; /* output bytes pushed so far (guarded by mu) */
+    struct engine_extra *extras; /* guarded by mu */
+    size_t n_extras, cap_extras;
     int32_t **lists;
     size_t *list_lens;
     size_t n_lists;
@@ -98,6 +100,8 @@ void engine_req_release(struct engine_req *r) {
     if (r->syntax) r->free_syntax(r->syntax);
     for (size_t i = 0; i < r->n_lps; i++) engine_logprob_clear(&r->lps[i]);
     free(r->lps);
+    for (size_t i = 0; i < r->n_extras; i++) free(r->extras[i].json);
+    free(r->extras);
     for (size_t i = 0; i < r->n_lists; i++) free(r->lists[i]);
     free(r->lists);
     free(r->list_lens);
@@ -297,7 +301,7 @@ void engine_req_error(struct engine_req *r, struct corral_err *err) {
 bool engine_req_park(struct engine_req *r, enum engine_park mode, void (*suspend)(void *ctx), void *ctx) {
     pthread_mutex_lock(&r->mu);
     bool park = r->state != ENGINE_REQ_DONE;
-    if (mode == ENGINE_PARK_OUTPUT) park = park && r->out.len == 0;
+    if (mode == ENGINE_PARK_OUTPUT) park = park && r->out.len == 0 && r->n_extras == 0;
     if (mode == ENGINE_PARK_START) park = park && r->state == ENGINE_REQ_QUEUED;
     if (park) {
         r->parked = true;
@@ -400,6 +404,50 @@ int engine_req_push_lp(struct engine_req *r, const char *text, size_t n, struct 
     pthread_mutex_unlock(&r->mu);
     for (size_t i = 0; i < k; i++) engine_logprob_clear(&lps[i]);
     return rc;
+}
+
+/* Side records a request holds at most. */
+#define ENGINE_MAX_EXTRAS (1u << 16)
+
+int engine_req_push_extra(struct engine_req *r, char *json) {
+    pthread_mutex_lock(&r->mu);
+    int rc = -1;
+    if (r->n_extras == r->cap_extras && r->cap_extras < ENGINE_MAX_EXTRAS) {
+        size_t nc = r->cap_extras ? r->cap_extras * 2 : 8;
+        struct engine_extra *nv = realloc(r->extras, nc * sizeof *nv);
+        if (nv) {
+            r->extras = nv;
+            r->cap_extras = nc;
+        }
+    }
+    if (r->n_extras < r->cap_extras) {
+        r->extras[r->n_extras++] = (struct engine_extra){.at = r->pushed, .json = json};
+        json = NULL;
+        rc = 0;
+        engine_req__wake(r, ENGINE_PARK_OUTPUT);
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(json);
+    return rc;
+}
+
+size_t engine_req_next_extra(struct engine_req *r) {
+    pthread_mutex_lock(&r->mu);
+    size_t at = r->n_extras ? r->extras[0].at : SIZE_MAX;
+    pthread_mutex_unlock(&r->mu);
+    return at;
+}
+
+char *engine_req_take_extra(struct engine_req *r, size_t upto) {
+    char *json = NULL;
+    pthread_mutex_lock(&r->mu);
+    if (r->n_extras && r->extras[0].at <= upto) {
+        json = r->extras[0].json;
+        memmove(r->extras, r->extras + 1, (r->n_extras - 1) * sizeof *r->extras);
+        r->n_extras--;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return json;
 }
 
 size_t engine_req_take_logprobs(struct engine_req *r, size_t upto, struct engine_logprob **out) {

@@ -232,6 +232,22 @@ int engine_req_push_lp(struct engine_req *r, const char *text, size_t n, struct 
  * and frees it). Returns the count (0: *out NULL). */
 size_t engine_req_take_logprobs(struct engine_req *r, size_t upto, struct engine_logprob **out);
 
+/* A side record of the output: what an upstream's stream chunk carried
+ * besides text, as a JSON object {"delta": {tool_calls, reasoning_content,
+ * ...}, "logprobs": ...} (either key may be missing), placed after the
+ * output bytes pushed so far. The service passes it on unchanged. */
+struct engine_extra {
+    size_t at;
+    char *json;
+};
+/* Engine side: json taken over. 0, or -1 past the bound (dropped). */
+int engine_req_push_extra(struct engine_req *r, char *json);
+/* Transport side: where the next record stands in the output (SIZE_MAX:
+ * none), and the next record if it stands within the first `upto` output
+ * bytes (malloc'd; NULL: none). */
+size_t engine_req_next_extra(struct engine_req *r);
+char *engine_req_take_extra(struct engine_req *r, size_t upto);
+
 /* The output's thinking section, set by the engine at submit when the
  * template has one: its tags, and whether the prompt already opened it
  * (the output then starts inside it). */

@@ -64,6 +64,10 @@ static bool proxy__event(void *ctx, const char *data, size_t n) {
             x->chunks++;
         }
     }
+    if (!x->failed && ev.extra) { /* tool calls, reasoning, logprobs: passed on as they came */
+        char *j = json_dumps(ev.extra, JSON_COMPACT);
+        if (j && engine_req_push_extra(x->req, j) == 0) x->streamed = true;
+    }
     if (ev.finish != ENGINE_FINISH_NONE) x->finish = ev.finish;
     if (ev.have_usage) {
         x->have_usage = true;

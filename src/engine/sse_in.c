@@ -78,6 +78,16 @@ void sse_event_parse(const char *data, size_t n, struct sse_event *ev) {
             ev->text = json_string_value(t);
             ev->text_len = json_string_length(t);
         }
+        json_t *rest = json_is_object(delta) ? json_deep_copy(delta) : NULL;
+        json_object_del(rest, "content");
+        json_object_del(rest, "role");
+        json_t *lp = json_object_get(ch, "logprobs");
+        if ((rest && json_object_size(rest) > 0) || (lp && !json_is_null(lp))) {
+            ev->extra = json_object();
+            if (rest && json_object_size(rest) > 0) json_object_set(ev->extra, "delta", rest);
+            if (lp && !json_is_null(lp)) json_object_set(ev->extra, "logprobs", lp);
+        }
+        json_decref(rest);
         const char *fr = json_string_value(json_object_get(ch, "finish_reason"));
         if (fr) ev->finish = strcmp(fr, "length") == 0 ? ENGINE_FINISH_LENGTH : ENGINE_FINISH_STOP;
     }
@@ -92,6 +102,8 @@ void sse_event_parse(const char *data, size_t n, struct sse_event *ev) {
 }
 
 void sse_event_free(struct sse_event *ev) {
+    json_decref(ev->extra);
+    ev->extra = NULL;
     json_decref(ev->root);
     ev->root = NULL;
     ev->text = NULL;

@@ -43,6 +43,10 @@ struct sse_event {
     enum engine_finish finish; /* ENGINE_FINISH_NONE unless a finish_reason came */
     bool have_usage;
     int64_t prompt_tokens, completion_tokens, cached_tokens;
+    /* what the first choice carried besides text: {"delta": {its fields
+     * but content and role: tool_calls, reasoning_content, ...},
+     * "logprobs": ...} with only the keys present; NULL when nothing */
+    json_t *extra;
     json_t *root; /* owns text */
 };
 

@@ -31,6 +31,7 @@
 #include "api/openai.h"
 #include "engine/chat_bridge.h"
 #include "pool/pool.h"
+#include "service/delta.h"
 #include "service/internal.h"
 #include "service/think.h"
 #include "util/time.h"
@@ -56,6 +57,9 @@ struct svc_choice {
     struct buf all;    /* the whole output so far */
     size_t owed;       /* output bytes whose logprobs have not gone out */
     bool parsed_final; /* the whole output was parsed */
+    /* an upstream's side records (tool calls, reasoning, logprobs) */
+    size_t out_taken;    /* output bytes taken so far */
+    bool upstream_calls; /* a side record carried tool calls */
 };
 
 struct svc_call {
@@ -264,7 +268,9 @@ static bool svc__tools(struct svc_call *c, struct svc_choice *ch) {
 /* finish_reason of choice i: "tool_calls" when it called a tool. */
 static const char *svc__finish(struct svc_call *c, int i, enum engine_finish f) {
     struct svc_choice *ch = &c->ch[i];
-    if (f != ENGINE_FINISH_LENGTH && ch->tools_on > 0 && chat_parse_calls(ch->parse) > 0) return "tool_calls";
+    if (f != ENGINE_FINISH_LENGTH &&
+        ((ch->tools_on > 0 && chat_parse_calls(ch->parse) > 0) || ch->upstream_calls))
+        return "tool_calls";
     return svc__finish_name(f);
 }
 
@@ -327,6 +333,28 @@ static struct engine_usage svc__usage(struct svc_call *c) {
     return u;
 }
 
+/* An upstream's side records of choice i, put together with its text
+ * into the whole response's message and logprobs. */
+static void svc__extras_whole(struct svc_call *c, int i, const char *text, size_t len, struct api_choice *out) {
+    struct delta_acc acc;
+    delta_acc_init(&acc);
+    char *x;
+    while ((x = engine_req_take_extra(c->ch[i].req, SIZE_MAX))) {
+        json_t *j = json_loads(x, 0, NULL);
+        free(x);
+        delta_acc_add(&acc, j);
+        json_decref(j);
+    }
+    c->ch[i].upstream_calls = delta_acc_calls(&acc) > 0;
+    if (c->kind == ENGINE_CHAT) out->message = delta_acc_message(&acc, text, len);
+    json_t *lp = delta_acc_logprobs(&acc);
+    if (lp) {
+        json_decref(out->logprobs);
+        out->logprobs = lp;
+    }
+    delta_acc_free(&acc);
+}
+
 /* A whole (non-streaming) response, once every choice is done. */
 static void svc__whole(struct svc_call *c, struct svc_result *res) {
     struct engine_req_view v;
@@ -354,7 +382,11 @@ static void svc__whole(struct svc_call *c, struct svc_result *res) {
                                          .finish_reason = svc__finish_name(v.finish),
                                          .logprobs = svc__logprobs(c, i, len)};
         struct svc_choice *ch = &c->ch[i];
-        if (texts[i] && svc__tools(c, ch)) {
+        if (texts[i] && engine_req_next_extra(ch->req) != SIZE_MAX) {
+            svc__extras_whole(c, i, texts[i], len, &choices[i]);
+            if (!choices[i].message && c->kind == ENGINE_CHAT) nomem = true;
+            choices[i].finish_reason = svc__finish(c, i, v.finish);
+        } else if (texts[i] && svc__tools(c, ch)) {
             free(chat_parse_delta(ch->parse, texts[i], len, true));
             char *m = chat_parse_message(ch->parse);
             choices[i].message = m ? json_loads(m, 0, NULL) : NULL;
@@ -439,6 +471,28 @@ static enum svc_event svc__text_chunk(struct svc_call *c, int i, const char *tex
                       json, res);
 }
 
+/* A stream chunk of choice i from an upstream's side record (its delta
+ * fields and logprobs as they came), with the text that came with it. */
+static enum svc_event svc__extra_chunk(struct svc_call *c, int i, const char *text, size_t n, char **json,
+                                       struct svc_result *res) {
+    struct svc_choice *ch = &c->ch[i];
+    char *x = engine_req_take_extra(ch->req, ch->out_taken);
+    json_t *j = x ? json_loads(x, 0, NULL) : NULL;
+    free(x);
+    json_t *fields = json_object_get(j, "delta");
+    fields = json_is_object(fields) ? json_deep_copy(fields) : json_object();
+    if (json_object_get(fields, "tool_calls")) ch->upstream_calls = true;
+    if (fields && text && c->kind == ENGINE_CHAT) json_object_set_new(fields, "content", json_stringn(text, n));
+    json_t *lp = json_object_get(j, "logprobs");
+    lp = lp ? json_incref(lp) : svc__logprobs(c, i, n);
+    json_decref(j);
+    if (c->kind != ENGINE_CHAT) {
+        json_decref(fields);
+        return svc__text_chunk(c, i, text, n, NULL, lp, json, res);
+    }
+    return svc__chunk(c, svc__delta_chunk(c, i, fields, lp), json, res);
+}
+
 /* Choice i's next stream chunk when its output is parsed for tool calls:
  * the whole output is parsed again as it grows, and what is new goes out
  * (content, reasoning, a call's id and name, then its arguments). */
@@ -494,7 +548,16 @@ static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, 
         buf_reset(&ch->answer);
         return ev;
     }
-    size_t n = engine_req_take(ch->req, c->take, SVC_TAKE_MAX, &v);
+    size_t at = split ? SIZE_MAX : engine_req_next_extra(ch->req);
+    if (at != SIZE_MAX && at <= ch->out_taken) /* an upstream's side record stands here */
+        return svc__extra_chunk(c, i, NULL, 0, json, res);
+    size_t n = engine_req_take(ch->req, c->take, at != SIZE_MAX && at - ch->out_taken < SVC_TAKE_MAX
+                                                     ? at - ch->out_taken
+                                                     : SVC_TAKE_MAX,
+                               &v);
+    ch->out_taken += n;
+    if (n > 0 && at == ch->out_taken) /* the record that came with this text goes with it */
+        return svc__extra_chunk(c, i, c->take, n, json, res);
     if (n > 0 && !split) return svc__text_chunk(c, i, c->take, n, NULL, svc__logprobs(c, i, n), json, res);
     bool flushed = false;
     if (split && n == 0 && v.state == ENGINE_REQ_DONE && engine_req_pending(ch->req) == 0 && ch->think.hold.len) {
@@ -525,7 +588,7 @@ static enum svc_event svc__choice_chunk(struct svc_call *c, int i, char **json, 
     if (v.status != CORRAL_OK) return svc__end(c, res);
     ch->sent_finish = true;
     if (c->n > 1) engine_req_drop_permit(ch->req); /* so its siblings can run */
-    return svc__text_chunk(c, i, NULL, 0, svc__finish_name(v.finish), NULL, json, res);
+    return svc__text_chunk(c, i, NULL, 0, svc__finish(c, i, v.finish), NULL, json, res);
 }
 
 enum svc_event svc_call_next(struct svc_call *c, char **json, struct svc_result *res) {
