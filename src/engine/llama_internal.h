@@ -59,6 +59,8 @@ struct slot {
     int i_batch;      /* index of this slot's logits in the batch, -1 = none */
 
     struct llama_sampler *smpl; /* the whole chain, or with logprobs the part after them */
+    struct llama_sampler *grmr; /* without logprobs: the grammar, checked after the chain picks (see sched) */
+    llama_token_data *g_cur;    /* n_vocab scratch for grmr (kept across requests) */
     struct stopmatch stop;
     /* logprobs (llama_logprobs.c) */
     bool lp_on;

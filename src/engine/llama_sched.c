@@ -3,6 +3,7 @@
  * or restored from the host prompt cache), one batch per step across slots,
  * sampling, text out, and embeddings between steps (llama_embed.c). See
  * llama_engine.c for the design and the slot states. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@ static const char llama_engine__json_grammar[] =
 static void slot__reset_sampling(struct slot *s) {
     if (s->smpl) llama_sampler_free(s->smpl);
     s->smpl = NULL;
+    if (s->grmr) llama_sampler_free(s->grmr);
+    s->grmr = NULL;
     llama_lp_free(s);
     stopmatch_free(&s->stop);
     buf_reset(&s->pend);
@@ -36,14 +39,16 @@ void llama_engine__slot_free(struct slot *s) {
     slot__reset_sampling(s);
     buf_free(&s->pend);
     buf_free(&s->emit);
+    free(s->g_cur);
     free(s->cache);
 }
 
-/* The request's samplers: one chain, or with logprobs the grammar and
- * penalties in *pre and the rest in the returned chain. */
+/* The request's samplers: one chain, with the grammar apart in *grmr;
+ * or with logprobs the grammar and penalties in *pre and the rest in the
+ * returned chain. */
 static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const struct engine_sampling *sp,
                                                    const struct engine_req *r, struct llama_sampler **pre,
-                                                   struct corral_err *err) {
+                                                   struct llama_sampler **grmr, struct corral_err *err) {
     const char *grammar = engine_req_grammar(r);
     size_t n_trig = 0;
     const char *const *trig = engine_req_triggers(r, &n_trig);
@@ -51,6 +56,7 @@ static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const
     cp.no_perf = true;
     struct llama_sampler *ch = llama_sampler_chain_init(cp), *first = ch;
     if (pre) *pre = NULL;
+    *grmr = NULL;
     if (pre && ch && !(first = *pre = llama_sampler_chain_init(cp))) goto fail;
     if (!ch) goto fail;
     if (sp->json_object && !grammar) grammar = llama_engine__json_grammar;
@@ -60,7 +66,8 @@ static struct llama_sampler *llama_engine__sampler(struct llama_engine *e, const
                                                              NULL, 0)
                  : llama_sampler_init_grammar(e->vocab, grammar, "root");
         if (!g) goto fail;
-        llama_sampler_chain_add(first, g);
+        if (pre) llama_sampler_chain_add(first, g);
+        else *grmr = g;
     }
     if (sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f)
         llama_sampler_chain_add(first, llama_sampler_init_penalties(e->n_vocab, 64, 1.0f, sp->frequency_penalty,
@@ -80,8 +87,38 @@ fail:
     if (ch) llama_sampler_free(ch);
     if (pre && *pre) llama_sampler_free(*pre);
     if (pre) *pre = NULL;
+    if (*grmr) llama_sampler_free(*grmr);
+    *grmr = NULL;
     corral_err_set(err, CORRAL_ENGINE, NULL, "could not create the sampler");
     return NULL;
+}
+
+/* Sample with a grammar, as llama.cpp's common sampler does: the chain
+ * picks from every token, and only when the grammar rejects that pick is
+ * the grammar applied to the whole vocabulary and the chain run again.
+ * Checking one token instead of ~150k makes a constrained token about as
+ * cheap as a free one (the grammar runs over the vocabulary only where
+ * it narrows the choice). */
+static llama_token llama_engine__sample_grammar(struct llama_engine *e, struct slot *s, int idx) {
+    const float *logits = llama_get_logits_ith(e->ctx, idx);
+    int nv = e->n_vocab;
+    for (int i = 0; i < nv; i++) s->g_cur[i] = (llama_token_data){i, logits[i], 0.0f};
+    llama_token_data_array arr = {s->g_cur, (size_t)nv, -1, false};
+    llama_sampler_apply(s->smpl, &arr);
+    llama_token tok = arr.selected >= 0 ? arr.data[arr.selected].id : 0;
+    llama_token_data one = {tok, 1.0f, 0.0f};
+    llama_token_data_array check = {&one, 1, -1, false};
+    llama_sampler_apply(s->grmr, &check);
+    if (!isfinite(one.logit)) {
+        for (int i = 0; i < nv; i++) s->g_cur[i] = (llama_token_data){i, logits[i], 0.0f};
+        arr = (llama_token_data_array){s->g_cur, (size_t)nv, -1, false};
+        llama_sampler_apply(s->grmr, &arr);
+        llama_sampler_apply(s->smpl, &arr);
+        tok = arr.selected >= 0 ? arr.data[arr.selected].id : tok;
+    }
+    llama_sampler_accept(s->grmr, tok);
+    llama_sampler_accept(s->smpl, tok);
+    return tok;
 }
 
 /* --------------------------------------------------------------- scheduler */
@@ -220,7 +257,12 @@ static void llama_engine__admit(struct llama_engine *e, struct engine_req *r) {
     const struct engine_input *in = engine_req_input(r);
     bool want_lp = in->sampling.logprobs;
     struct llama_sampler *pre = NULL;
-    s->smpl = llama_engine__sampler(e, &in->sampling, r, want_lp ? &pre : NULL, &err);
+    s->smpl = llama_engine__sampler(e, &in->sampling, r, want_lp ? &pre : NULL, &s->grmr, &err);
+    if (s->smpl && s->grmr && !s->g_cur && !(s->g_cur = malloc((size_t)e->n_vocab * sizeof *s->g_cur))) {
+        corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
+        llama_sampler_free(s->smpl);
+        s->smpl = NULL;
+    }
     if (s->smpl && want_lp && llama_lp_start(e, s, in->sampling.top_logprobs, pre) != 0) {
         corral_err_set(&err, CORRAL_NOMEM, NULL, "out of memory");
         llama_sampler_free(s->smpl);
@@ -513,7 +555,8 @@ void *llama_engine__run(void *arg) {
             if (s->i_batch < 0 || s->state == SLOT_IDLE) continue;
             if (s->state == SLOT_PROMPT && s->n_cache < s->n_prompt) continue;
             llama_token tok = s->lp_on ? llama_lp_sample(e, s, s->i_batch)
-                                       : llama_sampler_sample(s->smpl, e->ctx, s->i_batch);
+                              : s->grmr ? llama_engine__sample_grammar(e, s, s->i_batch)
+                                        : llama_sampler_sample(s->smpl, e->ctx, s->i_batch);
             llama_engine__on_token(e, s, tok);
         }
     }
