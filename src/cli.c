@@ -30,6 +30,8 @@
 #define CLI_POLL_MS 200
 
 const char cli_usage_text[] =
+    "       corral run MODEL [PROMPT] [options]  chat with MODEL (streams one answer with a PROMPT or\n"
+    "                                            text on stdin; else an interactive chat)\n"
     "       corral ps [options]                  show the models of a running server\n"
     "       corral load ID [options]             load model ID and wait until it is ready\n"
     "       corral unload ID [--force] [options] unload model ID (--force cancels its requests)\n"
@@ -38,7 +40,11 @@ const char cli_usage_text[] =
     "  --host H              server address (default 127.0.0.1; CORRAL_HOST)\n"
     "  --port N              server port (default 8080; CORRAL_PORT)\n"
     "  --admin-api-key K     admin key, sent as 'Authorization: Bearer K' (CORRAL_ADMIN_API_KEY)\n"
-    "  --timeout S           seconds to wait (default 120 for load, 30 otherwise)\n";
+    "  --timeout S           seconds to wait (default 120 for load, 30 otherwise)\n"
+    "options of run:\n"
+    "  --url URL             the server (default http://CORRAL_HOST:CORRAL_PORT, 127.0.0.1:8080)\n"
+    "  --api-key K           API key (CORRAL_API_KEY)\n"
+    "  --system TEXT, --temperature X, --max-tokens N\n";
 
 /* ---------------------------------------------------------------- options */
 

@@ -25,6 +25,10 @@ int cli_load(int argc, char **argv);
 /* corral unload ID [--force]: unload, waiting for in-flight requests. */
 int cli_unload(int argc, char **argv);
 
+/* corral run MODEL [PROMPT]: stream one answer, or chat in the terminal
+ * (cli_run.c). */
+int cli_run(int argc, char **argv);
+
 /* The usage lines of the three commands and their options, for main's usage. */
 extern const char cli_usage_text[];
 

@@ -328,6 +328,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "rpc") == 0) return cmd_rpc(argc - 2, argv + 2);
     if (strcmp(cmd, "models") == 0) return cmd_models(argc - 2, argv + 2);
     if (strcmp(cmd, "ps") == 0) return cli_ps(argc - 2, argv + 2);
+    if (strcmp(cmd, "run") == 0) return cli_run(argc - 2, argv + 2);
     if (strcmp(cmd, "load") == 0) return cli_load(argc - 2, argv + 2);
     if (strcmp(cmd, "unload") == 0) return cli_unload(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0) {

@@ -89,6 +89,8 @@ done:
         json_t *root = list ? json_loads(list, 0, NULL) : NULL;
         free(list);
         json_t *m = root ? json_array_get(json_object_get(root, "data"), 0) : NULL;
+        if (m && mi[0].status == POOL_LOADING) /* corral's: how far its load is (corral run shows it) */
+            json_object_set_new(m, "load_progress", json_real(mi[0].load_progress));
         char *out = m ? json_dumps(m, JSON_COMPACT) : NULL;
         json_decref(root);
         svc__result_json(res, 200, out);
