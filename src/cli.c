@@ -32,6 +32,8 @@
 const char cli_usage_text[] =
     "       corral run MODEL [PROMPT] [options]  chat with MODEL (streams one answer with a PROMPT or\n"
     "                                            text on stdin; else an interactive chat)\n"
+    "       corral list [--url URL | serve options] every model: size, architecture, parameters, quantisation\n"
+    "       corral show MODEL [--url URL]        a model's GGUF metadata and memory estimate\n"
     "       corral ps [options]                  show the models of a running server\n"
     "       corral load ID [options]             load model ID and wait until it is ready\n"
     "       corral unload ID [--force] [options] unload model ID (--force cancels its requests)\n"

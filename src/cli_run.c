@@ -79,14 +79,17 @@ static size_t run__collect(char *p, size_t size, size_t n, void *ud) {
     return buf_append(ud, p, size * n) == 0 ? size * n : 0;
 }
 
-/* GET url+path into *out (its JSON, or NULL). HTTP status, or -1 when no
- * server answered (message printed unless quiet). */
 static long run__get(const struct run *r, const char *path, json_t **out, bool quiet) {
+    return cli_get_json(r->url, r->auth, path, out, quiet ? NULL : "corral run");
+}
+
+long cli_get_json(const char *base, const char *auth, const char *path, json_t **out, const char *who) {
     *out = NULL;
     char url[1024];
-    snprintf(url, sizeof url, "%s%s", r->url, path);
+    snprintf(url, sizeof url, "%s%s", base, path);
     CURL *c = curl_easy_init();
-    struct curl_slist *h = run__headers(r);
+    struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
+    if (auth && *auth) h = curl_slist_append(h, auth);
     struct buf b;
     buf_init(&b, RUN_BODY_MAX);
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -102,11 +105,11 @@ static long run__get(const struct run *r, const char *path, json_t **out, bool q
     if (cc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         *out = b.len ? json_loadb(b.data, b.len, 0, NULL) : NULL;
-    } else if (!quiet) {
+    } else if (who) {
         fprintf(stderr,
-                "corral run: no corral server at %s (%s); start one with `corral serve --model ID=PATH` "
+                "%s: no corral server at %s (%s); start one with `corral serve --model ID=PATH` "
                 "(or `make run` for the demo model)\n",
-                r->url, curl_easy_strerror(cc));
+                who, base, curl_easy_strerror(cc));
     }
     buf_free(&b);
     curl_slist_free_all(h);
@@ -411,17 +414,27 @@ static int run__interactive(struct run *r) {
     }
 }
 
+void cli_base_url(const char *flag, char *out, size_t n) {
+    const char *e;
+    if (flag && *flag) {
+        snprintf(out, n, "%s", flag);
+    } else {
+        const char *host = (e = getenv("CORRAL_HOST")) && *e ? e : "127.0.0.1";
+        const char *port = (e = getenv("CORRAL_PORT")) && *e ? e : "8080";
+        if (strcmp(host, "0.0.0.0") == 0) host = "127.0.0.1";
+        if (strcmp(host, "::") == 0) host = "::1";
+        snprintf(out, n, "http://%s%s%s:%s", strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+    }
+    size_t ul = strlen(out);
+    while (ul && out[ul - 1] == '/') out[--ul] = '\0';
+    if (ul > 3 && strcmp(out + ul - 3, "/v1") == 0) out[ul - 3] = '\0';
+}
+
 int cli_run(int argc, char **argv) {
     struct run r;
     memset(&r, 0, sizeof r);
     r.temperature = -1;
-    const char *e, *url = NULL, *key = getenv("CORRAL_API_KEY");
-    char host_url[300];
-    const char *host = (e = getenv("CORRAL_HOST")) && *e ? e : "127.0.0.1";
-    const char *port = (e = getenv("CORRAL_PORT")) && *e ? e : "8080";
-    if (strcmp(host, "0.0.0.0") == 0) host = "127.0.0.1";
-    snprintf(host_url, sizeof host_url, "http://%s%s%s:%s", strchr(host, ':') ? "[" : "", host,
-             strchr(host, ':') ? "]" : "", port);
+    const char *url = NULL, *key = getenv("CORRAL_API_KEY");
     struct buf prompt;
     buf_init(&prompt, RUN_LINE_MAX);
     for (int i = 0; i < argc; i++) {
@@ -447,10 +460,7 @@ int cli_run(int argc, char **argv) {
         free(r.system);
         return run__usage("%s", "missing MODEL");
     }
-    snprintf(r.url, sizeof r.url, "%s", url ? url : host_url);
-    size_t ul = strlen(r.url);
-    while (ul && r.url[ul - 1] == '/') r.url[--ul] = '\0';
-    if (ul > 3 && strcmp(r.url + ul - 3, "/v1") == 0) r.url[ul - 3] = '\0';
+    cli_base_url(url, r.url, sizeof r.url);
     if (key && *key) snprintf(r.auth, sizeof r.auth, "Authorization: Bearer %s", key);
     r.tty_out = isatty(STDOUT_FILENO);
     r.tty_err = isatty(STDERR_FILENO) && r.tty_out;

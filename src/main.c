@@ -85,6 +85,30 @@ static int load_config(struct config *cfg, int argc, char **argv) {
     return 0;
 }
 
+/* corral list: the server's models, or with serve options the configured
+ * ones read from their files. */
+static int cmd_list(int argc, char **argv) {
+    bool offline = false;
+    for (int i = 0; i < argc; i++)
+        offline |= strncmp(argv[i], "--config", 8) == 0 || strncmp(argv[i], "--model", 7) == 0 ||
+                   strncmp(argv[i], "--models-dir", 12) == 0;
+    if (!offline) return cli_list(argc, argv);
+    struct config cfg;
+    if (load_config(&cfg, argc, argv) != 0) {
+        config_free(&cfg);
+        return 2;
+    }
+    const char **ids = calloc((size_t)cfg.n_models + 1, sizeof *ids), **paths = calloc((size_t)cfg.n_models + 1, sizeof *paths);
+    size_t n = 0;
+    for (int i = 0; ids && paths && i < cfg.n_models; i++)
+        if (cfg.models[i].path) ids[n] = cfg.models[i].id, paths[n++] = cfg.models[i].path;
+    cli_list_offline(ids, paths, n);
+    free(ids);
+    free(paths);
+    config_free(&cfg);
+    return 0;
+}
+
 static int cmd_models(int argc, char **argv) {
     struct config cfg;
     if (load_config(&cfg, argc, argv) != 0) {
@@ -329,6 +353,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "models") == 0) return cmd_models(argc - 2, argv + 2);
     if (strcmp(cmd, "ps") == 0) return cli_ps(argc - 2, argv + 2);
     if (strcmp(cmd, "run") == 0) return cli_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "list") == 0) return cmd_list(argc - 2, argv + 2);
+    if (strcmp(cmd, "show") == 0) return cli_show(argc - 2, argv + 2);
     if (strcmp(cmd, "load") == 0) return cli_load(argc - 2, argv + 2);
     if (strcmp(cmd, "unload") == 0) return cli_unload(argc - 2, argv + 2);
     if (strcmp(cmd, "help") == 0) {

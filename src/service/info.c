@@ -9,6 +9,7 @@
 #include "capacity/capacity.h"
 #include "service/internal.h"
 #include "util/buf.h"
+#include "pool/gguf_meta.h"
 #include "pool/pool.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -91,6 +92,15 @@ done:
         json_t *m = root ? json_array_get(json_object_get(root, "data"), 0) : NULL;
         if (m && mi[0].status == POOL_LOADING) /* corral's: how far its load is (corral run shows it) */
             json_object_set_new(m, "load_progress", json_real(mi[0].load_progress));
+        struct gguf_meta gm;
+        char why[256];
+        if (m && strcmp(mi[0].backend, "llama") == 0 && gguf_meta_read(mi[0].path, &gm, why, sizeof why) == 0) {
+            /* corral's: what the file's header says, read without loading it */
+            json_t *meta = gguf_meta_json(&gm);
+            if (meta && mi[0].mem_estimated)
+                json_object_set_new(meta, "memory_estimate", json_integer((json_int_t)mi[0].mem_estimated));
+            json_object_set_new(m, "meta", meta);
+        }
         char *out = m ? json_dumps(m, JSON_COMPACT) : NULL;
         json_decref(root);
         svc__result_json(res, 200, out);
