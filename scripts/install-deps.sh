@@ -10,7 +10,8 @@ set -euo pipefail
 pkgs=(build-essential cmake git pkg-config ccache
       libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libinih-dev libcmocka-dev
       libwslay-dev nettle-dev
-      python3-pytest python3-requests python3-websockets python3-jsonschema wrk gnuplot-nox nodejs npm)
+      python3-pytest python3-requests python3-websockets python3-jsonschema wrk gnuplot-nox nodejs npm
+      chromium)
 case "${1:-}" in
   "") ;;
   --bench) pkgs=(wrk gnuplot-nox) ;;

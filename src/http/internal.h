@@ -40,12 +40,17 @@ struct http_server {
     int max_connections;
 };
 
-/* The RPC upgrade's route (not a service method). */
+/* Routes that are not service methods: the RPC upgrade, the status page. */
 #define HTTP_RPC SVC_N_METHODS
+#define HTTP_PAGE (SVC_N_METHODS + 1)
+
+/* The status page (src/http/status.html, embedded at build time). */
+extern const unsigned char http_status_page[];
+extern const size_t http_status_page_len;
 
 struct route {
     const char *path;
-    int id; /* enum svc_method_id, or HTTP_RPC */
+    int id; /* enum svc_method_id, HTTP_RPC or HTTP_PAGE */
     const char *method; /* the one HTTP method it answers */
 };
 

@@ -74,13 +74,33 @@ static const struct route http__routes[] = {
     {"/admin/models/unload", SVC_ADMIN_UNLOAD, "POST"},
     {"/admin/models/register", SVC_ADMIN_REGISTER, "POST"},
     {"/v1/rpc", HTTP_RPC, "GET"},
+    {"/v1/status", SVC_STATUS, "GET"},
+    {"/", HTTP_PAGE, "GET"},
 };
 
 static const struct route http__route_model = {"/v1/models/", SVC_MODEL, "GET"};
 
 /* A route's access rules are its method's (the RPC upgrade checks its own). */
-static bool http__route_auth(const struct route *rt) { return rt->id != HTTP_RPC && svc_method(rt->id)->auth; }
-static bool http__route_admin(const struct route *rt) { return rt->id != HTTP_RPC && svc_method(rt->id)->admin; }
+static bool http__route_auth(const struct route *rt) { return rt->id < SVC_N_METHODS && svc_method(rt->id)->auth; }
+static bool http__route_admin(const struct route *rt) { return rt->id < SVC_N_METHODS && svc_method(rt->id)->admin; }
+
+/* The status page: no data in it (it asks /v1/status, with the API key
+ * when one is set), nothing it loads from elsewhere. */
+static enum MHD_Result http__page(const struct http_out *o) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(http_status_page_len, (void *)http_status_page,
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    http__headers(o, r, "text/html; charset=utf-8");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                            "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+                            "frame-ancestors 'none'");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    enum MHD_Result ret = http__queue(o, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
 
 /* ------------------------------------------------------------ auth, routes */
 
@@ -319,6 +339,7 @@ static enum MHD_Result http__dispatch(struct http_server *s, struct conn *k, con
     if (http__draining(s, k->route)) return http__shutting_down(&k->out); /* its body came in during the drain */
     service_count(s->svc, SVC_HTTP);
     if (k->route->id == HTTP_RPC) return http__rpc_upgrade(s, k);
+    if (k->route->id == HTTP_PAGE) return http__page(o);
     const struct svc_method *m = svc_method(k->route->id);
     if (m->infer) return http__inference(s, k, m);
     struct svc_result res;

@@ -143,7 +143,13 @@ struct pool {
     uint64_t used;
     int max_models;
     int64_t loads, evictions, load_failures;
+    struct pool_event events[POOL_EVENTS]; /* a ring: next is where the next one goes */
+    size_t n_events, next_event;
 };
+
+/* Record an event (caller holds mu). */
+void pool__event(struct pool *p, const char *model, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* ------------------------------------------------------------ pool.c */
 

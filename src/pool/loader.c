@@ -334,6 +334,7 @@ static void pool__load(struct pool *p, struct pool_model *m) {
     m->backoff_ms = POOL_COOLDOWN_MIN_MS;
     m->last_used_ms = time_now_ms();
     p->loads++;
+    pool__event(p, m->id, "loaded", "in %lld ms", (long long)m->load_ms);
     pool__set_state(m, M_READY, "loaded");
     log_info("model %s: ready in %lld ms (estimated %.1f MiB, RSS +%.1f MiB)", m->id, (long long)m->load_ms,
              m->est / 1048576.0, m->measured / 1048576.0);
@@ -364,6 +365,7 @@ failed:
     pool__set_state(m, M_FAILED, "load failed");
     pool__cool_down(m, err.message);
     p->load_failures++;
+    pool__event(p, m->id, "failed", "%s", err.message);
     log_error("%s", err.message);
     size_t n_waiting;
     struct engine_req **waiting = pool__take_pending(m, &n_waiting);

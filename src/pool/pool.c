@@ -15,6 +15,7 @@
  */
 #include "pool/internal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,27 @@ void pool__fail_pending(struct pool *p, struct pool_model *m, enum corral_status
     pthread_mutex_lock(&p->mu);
 }
 
+void pool__event(struct pool *p, const char *model, const char *what, const char *fmt, ...) {
+    struct pool_event *ev = &p->events[p->next_event];
+    ev->time_s = time_wall_s();
+    snprintf(ev->model, sizeof ev->model, "%s", model);
+    snprintf(ev->what, sizeof ev->what, "%s", what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev->detail, sizeof ev->detail, fmt, ap);
+    va_end(ap);
+    p->next_event = (p->next_event + 1) % POOL_EVENTS;
+    if (p->n_events < POOL_EVENTS) p->n_events++;
+}
+
+size_t pool_events(struct pool *p, struct pool_event *out, size_t max) {
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->n_events < max ? p->n_events : max;
+    for (size_t i = 0; i < n; i++) out[i] = p->events[(p->next_event + POOL_EVENTS - 1 - i) % POOL_EVENTS];
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
 struct engine *pool__detach(struct pool *p, struct pool_model *m, enum pool__state to, const char *why) {
     struct engine *e = m->engine;
     if (e) { /* keep the counters monotonic across reloads */
@@ -185,7 +207,10 @@ struct engine *pool__detach(struct pool *p, struct pool_model *m, enum pool__sta
     m->est = 0;
     if (to == M_QUEUED) m->load_requested_ms = time_now_ms();
     pool__set_state(m, to, why);
-    if (e) log_info("model %s: unloaded (%s)", m->id, why);
+    if (e) {
+        log_info("model %s: unloaded (%s)", m->id, why);
+        pool__event(p, m->id, strstr(why, "room") ? "evicted" : "unloaded", "%s", why);
+    }
     return e;
 }
 

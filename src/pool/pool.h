@@ -133,6 +133,18 @@ size_t pool_count(struct pool *p);
 /* Describe model i (0 <= i < pool_count). 0 on success, -1 if out of range. */
 int pool_info(struct pool *p, size_t i, struct pool_model_info *out);
 void pool_stats(struct pool *p, struct pool_stats *out);
+
+/* What happened to models lately (loads, unloads, evictions, failed
+ * loads), for the status page: the newest POOL_EVENTS at most. */
+#define POOL_EVENTS 32
+struct pool_event {
+    int64_t time_s; /* wall clock */
+    char model[64];
+    char what[16];   /* "loaded", "unloaded", "evicted", "failed" */
+    char detail[96]; /* "in 230 ms", the reason, the error */
+};
+/* Copy them newest first into out (room for max). Returns the count. */
+size_t pool_events(struct pool *p, struct pool_event *out, size_t max);
 const char *pool_status_name(enum pool_model_status s);
 /* Resident memory of this process, bytes (reads /proc/self/statm). */
 uint64_t pool_rss(void);

@@ -191,7 +191,7 @@ static void svc__metrics(struct service *s, struct svc_result *res) {
     res->text_len = len;
 }
 
-static json_t *svc__model_json(const struct pool_model_info *mi) {
+json_t *svc__model_json(const struct pool_model_info *mi) {
     json_t *m = json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:I, s:I, s:f}", "id", mi->id, "path",
                           mi->path, "status", pool_status_name(mi->status), "memory_estimated",
                           (json_int_t)mi->mem_estimated, "memory_measured", (json_int_t)mi->mem_measured,
@@ -330,6 +330,7 @@ void svc_simple(struct service *s, const struct svc_method *m, const char *id, c
     case SVC_METRICS: svc__metrics(s, res); return;
     case SVC_MODELS: svc__models(s, NULL, res); return;
     case SVC_MODEL: svc__models(s, id ? id : "", res); return;
+    case SVC_STATUS: svc__status(s, res); return;
     case SVC_ADMIN_MODELS:
     case SVC_ADMIN_POOL:
     case SVC_ADMIN_LOAD:

@@ -1,14 +1,21 @@
 /* internal.h - what the service's files share (service.c: methods, counts
- * and results; info.c: the answers that never queue; call.c: inference).
+ * and results; info.c: the answers that never queue; status.c: the status
+ * page's data; call.c: inference).
  * Not for other modules. */
 #ifndef CORRAL_SERVICE_INTERNAL_H
 #define CORRAL_SERVICE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include <jansson.h>
 
+#include "pool/pool.h"
 #include "service/service.h"
+
+/* Samples of the generated-token count the status keeps (one a second at
+ * most: the last minute and a little). */
+#define SVC_RATE_SAMPLES 64
 
 struct service {
     struct pool *pool;
@@ -20,7 +27,16 @@ struct service {
     _Atomic int active;
     _Atomic int sessions;
     _Atomic int64_t requests[SVC_N_TRANSPORTS];
+    int64_t started_ms;
+    /* generated tokens, sampled when the status is asked for (status.c) */
+    pthread_mutex_t rate_mu;
+    int64_t rate_ms[SVC_RATE_SAMPLES], rate_tokens[SVC_RATE_SAMPLES];
+    size_t rate_n, rate_next;
 };
+
+/* status.c */
+void svc__status(struct service *s, struct svc_result *res);
+json_t *svc__model_json(const struct pool_model_info *mi);
 
 extern const char *const svc__transport_names[SVC_N_TRANSPORTS];
 

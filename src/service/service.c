@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/time.h"
+
 #include "service/internal.h"
 
 /*  id                  JSON-RPC name         auth   admin  infer  body */
@@ -22,6 +24,7 @@ static const struct svc_method svc__methods[SVC_N_METHODS] = {
     {SVC_ADMIN_LOAD,     "admin.load",         false, true,  false, true},
     {SVC_ADMIN_UNLOAD,   "admin.unload",       false, true,  false, true},
     {SVC_ADMIN_REGISTER, "admin.register",     false, true,  false, true},
+    {SVC_STATUS,         "status",             true,  false, false, false},
 };
 
 static const struct {
@@ -58,10 +61,15 @@ struct service *service_new(const struct service_params *p) {
     atomic_init(&s->active, 0);
     atomic_init(&s->sessions, 0);
     for (size_t i = 0; i < SVC_N_TRANSPORTS; i++) atomic_init(&s->requests[i], 0);
+    pthread_mutex_init(&s->rate_mu, NULL);
+    s->started_ms = time_now_ms();
     return s;
 }
 
-void service_free(struct service *s) { free(s); }
+void service_free(struct service *s) {
+    if (s) pthread_mutex_destroy(&s->rate_mu);
+    free(s);
+}
 
 void service_set_http_stats(struct service *s, svc_http_stats_fn fn, void *ctx) {
     s->http_stats = fn;

@@ -47,6 +47,7 @@ enum svc_method_id {
     SVC_ADMIN_LOAD,
     SVC_ADMIN_UNLOAD,
     SVC_ADMIN_REGISTER,
+    SVC_STATUS, /* everything the status page shows, in one object */
     SVC_N_METHODS,
 };
 
