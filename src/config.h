@@ -125,6 +125,8 @@ struct config {
     char *config_path;   /* the file read, or NULL */
     char *models_dir;    /* directory whose *.gguf (recursively) become
                           * models; NULL = none */
+    char *ollama_models; /* Ollama's store (~/.ollama/models): its models by NAME:TAG; NULL = none */
+    char *hf_cache;      /* the Hugging Face hub cache (~/.cache/huggingface/hub); NULL = none */
     size_t memory_budget; /* bytes for loaded models; 0 = auto (default);
                            * else 1M..1T */
     int max_models;      /* models loaded at once; default 8; 1..1024 */

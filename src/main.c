@@ -11,6 +11,7 @@
 
 #include "capacity/capacity.h"
 #include "cli.h"
+#include "pool/stores.h"
 #include "config.h"
 #include "http/server.h"
 #include "pool/pool.h"
@@ -51,6 +52,9 @@ static void usage(FILE *f) {
             "  --pressure-file FILE  PSI memory file (default /proc/pressure/memory)\n"
             "  --meminfo-file FILE   meminfo file (default /proc/meminfo)\n"
             "  --models-dir DIR      serve every *.gguf below DIR (id = file name stem)\n"
+            "  --ollama-models DIR   serve Ollama's models (~/.ollama/models; id = NAME:TAG)\n"
+            "  --hf-cache DIR        serve the Hugging Face cache's GGUF files (~/.cache/huggingface/hub;\n"
+            "                        id = ORG/REPO/FILE-STEM)\n"
             "  --memory-budget SIZE  memory for loaded models, e.g. 8G (default: 3/4 of RAM)\n"
             "  --max-models N        models loaded at once (default 8)\n"
             "  --keep-alive DUR      unload a model idle this long (default 5m; -1 = never)\n"
@@ -86,25 +90,59 @@ static int load_config(struct config *cfg, int argc, char **argv) {
 }
 
 /* corral list: the server's models, or with serve options the configured
- * ones read from their files. */
+ * ones (and what the stores hold) read from their files. */
+struct list_acc {
+    char **ids, **paths;
+    size_t n, cap;
+};
+
+static void list_found(void *ctx, const char *id, const char *path) {
+    struct list_acc *a = ctx;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->ids[i], id) == 0) return;
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 16;
+        char **ni = realloc(a->ids, nc * sizeof *ni);
+        if (!ni) return;
+        a->ids = ni;
+        char **np = realloc(a->paths, nc * sizeof *np);
+        if (!np) return;
+        a->paths = np;
+        a->cap = nc;
+    }
+    a->ids[a->n] = strdup(id);
+    a->paths[a->n] = strdup(path);
+    if (a->ids[a->n] && a->paths[a->n]) a->n++;
+}
+
 static int cmd_list(int argc, char **argv) {
     bool offline = false;
     for (int i = 0; i < argc; i++)
         offline |= strncmp(argv[i], "--config", 8) == 0 || strncmp(argv[i], "--model", 7) == 0 ||
-                   strncmp(argv[i], "--models-dir", 12) == 0;
+                   strncmp(argv[i], "--ollama-models", 15) == 0 || strncmp(argv[i], "--hf-cache", 10) == 0;
     if (!offline) return cli_list(argc, argv);
     struct config cfg;
     if (load_config(&cfg, argc, argv) != 0) {
         config_free(&cfg);
         return 2;
     }
-    const char **ids = calloc((size_t)cfg.n_models + 1, sizeof *ids), **paths = calloc((size_t)cfg.n_models + 1, sizeof *paths);
-    size_t n = 0;
-    for (int i = 0; ids && paths && i < cfg.n_models; i++)
-        if (cfg.models[i].path) ids[n] = cfg.models[i].id, paths[n++] = cfg.models[i].path;
-    cli_list_offline(ids, paths, n);
-    free(ids);
-    free(paths);
+    struct list_acc a = {0};
+    for (int i = 0; i < cfg.n_models; i++)
+        if (cfg.models[i].path) list_found(&a, cfg.models[i].id, cfg.models[i].path);
+    const char *dirs[3] = {cfg.models_dir, cfg.ollama_models, cfg.hf_cache};
+    void (*scans[3])(const char *, store_found_fn, void *) = {store_scan_dir, store_scan_ollama, store_scan_hf};
+    for (int i = 0; i < 3; i++) {
+        char *d = dirs[i] ? store_expand_home(dirs[i]) : NULL;
+        if (d) scans[i](d, list_found, &a);
+        free(d);
+    }
+    cli_list_offline((const char *const *)a.ids, (const char *const *)a.paths, a.n);
+    for (size_t i = 0; i < a.n; i++) {
+        free(a.ids[i]);
+        free(a.paths[i]);
+    }
+    free(a.ids);
+    free(a.paths);
     config_free(&cfg);
     return 0;
 }
@@ -175,8 +213,9 @@ static void core_free(struct core *c) {
 static int core_start(struct core *c, int argc, char **argv) {
     memset(c, 0, sizeof *c);
     if (load_config(&c->cfg, argc, argv) != 0) return 2;
-    if (c->cfg.n_models == 0 && !c->cfg.models_dir) {
-        fprintf(stderr, "corral: no models configured; use --model ID=PATH, a [model.ID] section or --models-dir\n");
+    if (c->cfg.n_models == 0 && !c->cfg.models_dir && !c->cfg.ollama_models && !c->cfg.hf_cache) {
+        fprintf(stderr, "corral: no models configured; use --model ID=PATH, a [model.ID] section, --models-dir, "
+                        "--ollama-models or --hf-cache\n");
         return 2;
     }
     /* Signals are taken synchronously; every other thread inherits the mask. */

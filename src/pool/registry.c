@@ -1,7 +1,9 @@
 /* registry.c - the pool's model records: adding and removing them, finding
- * them by id, models_dir scans, admin registration and file identity. */
-#define _DEFAULT_SOURCE /* DT_DIR for the models_dir scan */
+ * them by id, store scans (models_dir, Ollama, Hugging Face: stores.c),
+ * admin registration and file identity. */
+#define _DEFAULT_SOURCE /* realpath */
 #include "pool/internal.h"
+#include "pool/stores.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -101,50 +103,52 @@ void pool__note_file(struct pool_model *m) {
     m->file_mtime = st.st_mtim;
 }
 
-/* ------------------------------------------------------------- models_dir */
+/* ------------------------------------------------------------- scans */
 
-/* Register every *.gguf below dir (depth-limited) not registered yet.
- * Caller holds mu. */
-static void pool__scan_dir(struct pool *p, const char *dir, int depth) {
-    if (depth > POOL_SCAN_DEPTH) return;
-    DIR *d = opendir(dir);
-    if (!d) {
-        if (depth == 0) log_warn("models_dir %s: %s", dir, strerror(errno));
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;
-        char path[4096];
-        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path) continue;
-        struct stat st;
-        if (stat(path, &st) != 0) continue;
-        if (S_ISDIR(st.st_mode)) {
-            pool__scan_dir(p, path, depth + 1);
-            continue;
-        }
-        size_t len = strlen(de->d_name);
-        if (!S_ISREG(st.st_mode) || len <= 5 || strcmp(de->d_name + len - 5, ".gguf") != 0) continue;
-        if (len - 5 >= CONFIG_ID_MAX) continue;
-        struct config_model cm;
-        config_model_init(&cm);
-        memcpy(cm.id, de->d_name, len - 5);
-        cm.id[len - 5] = '\0';
-        if (pool__find(p, cm.id)) continue;
-        cm.path = path;
-        struct config_model resolved;
-        config_model_resolve(p->cfg, &cm, &resolved);
-        if (pool__add(p, &resolved, path, true)) log_info("models_dir: registered %s (%s)", cm.id, path);
-    }
-    closedir(d);
+struct pool__scan_ctx {
+    struct pool *p;
+    const char *source;
+};
+
+/* One model a store scan found: registered unless its id is known. */
+static void pool__found(void *ctx, const char *id, const char *path) {
+    struct pool__scan_ctx *sc = ctx;
+    if (strlen(id) >= CONFIG_ID_MAX || pool__find(sc->p, id)) return;
+    struct config_model cm;
+    config_model_init(&cm);
+    snprintf(cm.id, sizeof cm.id, "%s", id);
+    cm.path = (char *)path;
+    struct config_model resolved;
+    config_model_resolve(sc->p->cfg, &cm, &resolved);
+    if (pool__add(sc->p, &resolved, path, true)) log_info("%s: registered %s (%s)", sc->source, id, path);
 }
 
+/* Register what models_dir, Ollama's store and the Hugging Face cache hold
+ * (store.h), at most once per POOL_SCAN_INTERVAL_MS. Caller holds mu. */
 void pool__scan(struct pool *p) {
-    if (!p->cfg->models_dir) return;
+    const struct config *c = p->cfg;
+    if (!c->models_dir && !c->ollama_models && !c->hf_cache) return;
     int64_t now = time_now_ms();
     if (p->last_scan_ms && now - p->last_scan_ms < POOL_SCAN_INTERVAL_MS) return;
+    bool first = p->last_scan_ms == 0;
     p->last_scan_ms = now;
-    pool__scan_dir(p, p->cfg->models_dir, 0);
+    struct {
+        const char *dir, *source;
+        void (*scan)(const char *, store_found_fn, void *);
+    } stores[] = {{c->models_dir, "models_dir", store_scan_dir},
+                  {c->ollama_models, "ollama_models", store_scan_ollama},
+                  {c->hf_cache, "hf_cache", store_scan_hf}};
+    for (size_t i = 0; i < sizeof stores / sizeof stores[0]; i++) {
+        if (!stores[i].dir) continue;
+        char *dir = store_expand_home(stores[i].dir);
+        if (!dir) continue;
+        struct stat st;
+        if (first && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))
+            log_warn("%s %s: %s", stores[i].source, dir, errno ? strerror(errno) : "not a directory");
+        struct pool__scan_ctx sc = {p, stores[i].source};
+        stores[i].scan(dir, pool__found, &sc);
+        free(dir);
+    }
 }
 
 static bool pool__valid_id(const char *id) {
