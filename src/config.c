@@ -96,6 +96,7 @@ static const struct opt server_opts[] = {
     SOPT("api_key", "CORRAL_API_KEY", "--api-key", OPT_STR_NULL, api_key, 0, 0),
     SOPT("admin_api_key", "CORRAL_ADMIN_API_KEY", "--admin-api-key", OPT_STR_NULL, admin_api_key, 0, 0),
     SOPT("log_level", "CORRAL_LOG_LEVEL", "--log-level", OPT_LOG_LEVEL, log_level, 0, 0),
+    SOPT("log_format", "CORRAL_LOG_FORMAT", "--log-format", OPT_STR_NULL, log_format, 0, 0),
     SOPT("models_dir", "CORRAL_MODELS_DIR", "--models-dir", OPT_STR_NULL, models_dir, 0, 0),
     SOPT("ollama_models", "CORRAL_OLLAMA_MODELS", "--ollama-models", OPT_STR_NULL, ollama_models, 0, 0),
     SOPT("hf_cache", "CORRAL_HF_CACHE", "--hf-cache", OPT_STR_NULL, hf_cache, 0, 0),
@@ -560,6 +561,7 @@ void config_defaults(struct config *cfg)
     cfg->config_path = NULL;
     cfg->models_dir = NULL;
     cfg->ollama_models = cfg->hf_cache = NULL;
+    cfg->log_format = NULL;
     cfg->memory_budget = 0; /* auto */
     cfg->max_models = 8;
     cfg->keep_alive_ms = 5 * 60 * 1000;
@@ -689,7 +691,8 @@ void config_free(struct config *cfg)
     free(cfg->models_dir);
     free(cfg->ollama_models);
     free(cfg->hf_cache);
-    cfg->ollama_models = cfg->hf_cache = NULL;
+    free(cfg->log_format);
+    cfg->ollama_models = cfg->hf_cache = cfg->log_format = NULL;
     free(cfg->max_concurrent_env);
     free(cfg->pressure_file);
     free(cfg->meminfo_file);

@@ -122,6 +122,7 @@ struct config {
     char *api_key;       /* NULL = no auth */
     char *admin_api_key; /* guards /admin; NULL = /admin answers loopback clients only */
     char *log_level;     /* default "info" */
+    char *log_format;    /* "text" or "json"; NULL = text (without times when stderr is the journal) */
     char *config_path;   /* the file read, or NULL */
     char *models_dir;    /* directory whose *.gguf (recursively) become
                           * models; NULL = none */

@@ -17,7 +17,9 @@
 #include "pool/pool.h"
 #include "rpc/stdio.h"
 #include "service/service.h"
+#include "daemon.h"
 #include "util/log.h"
+#include "util/sdnotify.h"
 #include "util/time.h"
 
 extern char **environ;
@@ -60,6 +62,7 @@ static void usage(FILE *f) {
             "  --keep-alive DUR      unload a model idle this long (default 5m; -1 = never)\n"
             "  --load-timeout DUR    longest wait for room to load a model (default 120s)\n"
             "  --preload ID          load ID at start instead of on first use (repeatable)\n"
+            "  --log-format F        text (default) or json (one object a line, for log shippers)\n"
             "  --body-limit SIZE     largest request body (default 8M)\n"
             "  --http-threads N      HTTP event threads (default 2)\n"
             "  --api-key KEY         require 'Authorization: Bearer KEY'\n"
@@ -86,6 +89,14 @@ static int load_config(struct config *cfg, int argc, char **argv) {
     }
     int lvl = log_level_parse(cfg->log_level ? cfg->log_level : "info");
     log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
+    if (cfg->log_format && strcmp(cfg->log_format, "json") == 0) {
+        log_set_format(LOG_FORMAT_JSON);
+    } else if (cfg->log_format && strcmp(cfg->log_format, "text") != 0) {
+        fprintf(stderr, "corral: log_format must be text or json, got '%s'\n", cfg->log_format);
+        return -1;
+    } else if (sd_stderr_is_journal()) {
+        log_set_format(LOG_FORMAT_JOURNAL); /* journald stamps each line itself */
+    }
     return 0;
 }
 
@@ -287,6 +298,7 @@ static int cmd_serve(int argc, char **argv) {
     struct http_server_params hp = {
         .host = cfg->host,
         .port = cfg->port,
+        .listen_fd = sd_listen_socket(),
         .threads = cfg->http_threads,
         .body_limit = cfg->body_limit,
         .api_key = cfg->api_key,
@@ -307,17 +319,23 @@ static int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "corral: %s\n", err.message);
         goto out;
     }
-    const char *h = cfg->host;
-    log_info("corral %s listening on http://%s%s%s:%d (%zu models)", CORRAL_VERSION, strchr(h, ':') ? "[" : "", h,
-             strchr(h, ':') ? "]" : "", http_server_port(srv), pool_count(c.pool));
+    const char *h = strcmp(cfg->host, "0.0.0.0") == 0 ? "127.0.0.1" : strcmp(cfg->host, "::") == 0 ? "::1" : cfg->host;
+    char url[300];
+    snprintf(url, sizeof url, "http://%s%s%s:%d", strchr(h, ':') ? "[" : "", h, strchr(h, ':') ? "]" : "",
+             http_server_port(srv));
+    daemon_banner(cfg, c.pool, c.gate, url);
     /* A line a parent process can wait for. */
     printf("corral: listening on port %d\n", http_server_port(srv));
     fflush(stdout);
 
-    int sig = 0;
-    sigwait(&c.signals, &sig);
+    /* ready (for systemd) once the preloaded models are in */
+    int sig = daemon_wait_preloads(cfg, c.pool, &c.signals);
+    struct daemon *dm = daemon_ready(c.pool, c.gate, http_server_port(srv));
+    if (!sig) sigwait(&c.signals, &sig);
     log_info("signal %d: shutting down", sig);
+    daemon_stopping(dm);
     rc = drain(&c, srv);
+    daemon_free(dm);
 out:
     if (srv) http_server_drain(srv);
     core_stop(&c);

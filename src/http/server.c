@@ -475,7 +475,18 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
     s->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
     s->admin_api_key = p->admin_api_key && p->admin_api_key[0] ? strdup(p->admin_api_key) : NULL;
     s->max_connections = http__max_connections(p->max_connections);
-    struct guard_params gp = {.cors_origins = p->cors_origins, .allowed_hosts = p->allowed_hosts, .bind_host = p->host};
+    /* a passed socket: the guard judges Host names by the address it is bound to */
+    char bound[INET6_ADDRSTRLEN] = "";
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int family = AF_UNSPEC;
+    if (p->listen_fd > 0 && getsockname(p->listen_fd, (struct sockaddr *)&ss, &sl) == 0) {
+        family = ss.ss_family;
+        if (family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, bound, sizeof bound);
+        else if (family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, bound, sizeof bound);
+    }
+    struct guard_params gp = {.cors_origins = p->cors_origins, .allowed_hosts = p->allowed_hosts,
+                              .bind_host = bound[0] ? bound : p->host};
     struct conns_params cp = {
         .header_timeout_ms = p->header_timeout_ms > 0 ? p->header_timeout_ms : 10000,
         .body_timeout_ms = p->body_timeout_ms > 0 ? p->body_timeout_ms : 30000,
@@ -491,8 +502,8 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
     struct addrinfo *ai = NULL;
     char port[16];
     snprintf(port, sizeof port, "%d", p->port);
-    int gai = getaddrinfo(p->host, port, &hints, &ai);
-    if (gai != 0 || !ai) {
+    int gai = p->listen_fd > 0 ? 0 : getaddrinfo(p->host, port, &hints, &ai);
+    if (p->listen_fd <= 0 && (gai != 0 || !ai)) {
         corral_err_set(err, CORRAL_CONFIG, NULL, "cannot resolve host '%s': %s", p->host, gai_strerror(gai));
         goto fail;
     }
@@ -500,9 +511,15 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
     service_set_http_stats(s->svc, http__stats, s);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_TURBO | MHD_USE_ITC | MHD_ALLOW_UPGRADE;
-    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    if ((ai ? ai->ai_family : family) == AF_INET6) flags |= MHD_USE_IPv6;
+    /* where to listen: the address, or the passed socket */
+    struct MHD_OptionItem where[] = {
+        ai ? (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr}
+           : (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, p->listen_fd, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     s->d = MHD_start_daemon(flags, (uint16_t)p->port, http__accept, s, http__handler, s,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_ARRAY, where,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)p->threads,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
@@ -513,14 +530,16 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
                             MHD_OPTION_URI_LOG_CALLBACK, http__uri_seen, s,
                             MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL,
                             MHD_OPTION_END);
-    freeaddrinfo(ai);
+    if (ai) freeaddrinfo(ai);
     if (!s->d) {
         corral_err_set(err, CORRAL_CONFIG, NULL, "cannot listen on %s:%d (address in use or not available)", p->host,
                        p->port);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : p->port;
+    s->port = di && di->port ? di->port : p->port;
+    if (family == AF_INET) s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    else if (family == AF_INET6) s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return s;
 fail:
     if (s->svc) service_set_http_stats(s->svc, NULL, NULL);

@@ -21,6 +21,7 @@ struct service;
 struct http_server_params {
     const char *host;    /* address to bind, e.g. "127.0.0.1", "0.0.0.0", "::1" */
     int port;            /* 0 = any free port (see http_server_port) */
+    int listen_fd;       /* > 0: a listening socket to serve instead (socket activation); else bind host:port */
     int threads;         /* event-loop threads */
     size_t body_limit;   /* largest request body accepted, bytes */
     const char *api_key; /* NULL or "" = no authentication */
