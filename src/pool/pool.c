@@ -25,6 +25,7 @@
 #include "engine/llama_engine.h"
 #include "engine/proxy_engine.h"
 #include "engine/supervisor.h"
+#include "pool/estimate.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -181,6 +182,28 @@ void pool__event(struct pool *p, const char *model, const char *what, const char
     va_end(ap);
     p->next_event = (p->next_event + 1) % POOL_EVENTS;
     if (p->n_events < POOL_EVENTS) p->n_events++;
+}
+
+int pool_estimate(struct pool *p, const char *id, uint64_t *bytes) {
+    pthread_mutex_lock(&p->mu);
+    struct pool_model *m = pool__find(p, id);
+    bool llama = m && m->backend == POOL_LLAMA;
+    char path[4096] = "";
+    struct estimate_params ep = {0};
+    if (llama) {
+        snprintf(path, sizeof path, "%s", m->path);
+        ep = (struct estimate_params){.n_slots = m->slots,
+                                      .ctx_per_slot = m->cfg.ctx,
+                                      .n_batch = m->cfg.batch,
+                                      .prompt_cache = p->cfg->prompt_cache == CONFIG_SIZE_AUTO ? ESTIMATE_CACHE_AS_KV
+                                                                                               : p->cfg->prompt_cache};
+    }
+    pthread_mutex_unlock(&p->mu);
+    struct estimate est;
+    char why[256];
+    if (!llama || estimate_gguf(path, &ep, &est, why, sizeof why) != 0) return -1;
+    *bytes = est.total_bytes;
+    return 0;
 }
 
 size_t pool_events(struct pool *p, struct pool_event *out, size_t max) {

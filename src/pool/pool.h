@@ -134,6 +134,11 @@ size_t pool_count(struct pool *p);
 int pool_info(struct pool *p, size_t i, struct pool_model_info *out);
 void pool_stats(struct pool *p, struct pool_stats *out);
 
+/* The memory model id would take, estimated from its GGUF header with the
+ * slots and context it would load with (estimate.h). 0, or -1 when it is
+ * not an in-process model or its file cannot be read. */
+int pool_estimate(struct pool *p, const char *id, uint64_t *bytes);
+
 /* What happened to models lately (loads, unloads, evictions, failed
  * loads), for the status page: the newest POOL_EVENTS at most. */
 #define POOL_EVENTS 32

@@ -97,8 +97,9 @@ done:
         if (m && strcmp(mi[0].backend, "llama") == 0 && gguf_meta_read(mi[0].path, &gm, why, sizeof why) == 0) {
             /* corral's: what the file's header says, read without loading it */
             json_t *meta = gguf_meta_json(&gm);
-            if (meta && mi[0].mem_estimated)
-                json_object_set_new(meta, "memory_estimate", json_integer((json_int_t)mi[0].mem_estimated));
+            uint64_t est = mi[0].mem_estimated;
+            if (meta && (est || pool_estimate(s->pool, mi[0].id, &est) == 0))
+                json_object_set_new(meta, "memory_estimate", json_integer((json_int_t)est));
             json_object_set_new(m, "meta", meta);
         }
         char *out = m ? json_dumps(m, JSON_COMPACT) : NULL;

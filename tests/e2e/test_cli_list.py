@@ -15,6 +15,7 @@ def cli(srv, *args):
 def test_meta_list_and_show_match_the_headers(make_server, mkmodel):
     q8 = mkmodel("list-q8.gguf", seed=2, typ="q8_0", ctx=2048)
     srv = make_server(server_args(extra=["--model", "q8=%s" % q8]))
+    srv.wait_loaded()
     meta = srv.get("/v1/models/q8").json()["meta"]
     assert meta["quantization"] == "Q8_0" and meta["architecture"] == "llama", meta
     assert meta["context_length"] == 2048 and meta["layers"] == 2 and meta["heads"] == 4 and meta["kv_heads"] == 2

@@ -9,7 +9,7 @@ import select
 import subprocess
 import time
 
-from conftest import CORRAL_BIN, MODEL
+from conftest import CORRAL_BIN, MODEL, server_args
 
 
 def run(srv, *args, stdin=None, env_extra=None):
@@ -98,8 +98,10 @@ def test_interactive_chat_in_a_terminal(server):
     assert t.wait() == 0
 
 
-def test_ctrl_c_stops_the_answer_and_the_server_cancels_it(server):
-    t = Term(server, MODEL, "--max-tokens", "3000")
+def test_ctrl_c_stops_the_answer_and_the_server_cancels_it(make_server):
+    server = make_server(server_args(parallel=1, ctx=8192))
+    server.wait_loaded()
+    t = Term(server, MODEL, "--max-tokens", "8000")
     t.read(b">>> ")
     t.type(b"Tell me everything\r")
     t.read(b"\x1b[K", timeout=10)  # the spinner or the first words

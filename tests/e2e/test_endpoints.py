@@ -63,7 +63,10 @@ def test_model_by_id(server):
     assert r.status_code == 200
     m = r.json()
     assert m["id"] == MODEL and m["object"] == "model" and m["owned_by"] == "corral"
+    # the list's entry, and corral's meta from the GGUF header
+    meta = m.pop("meta")
     assert m == server.get("/v1/models").json()["data"][0]
+    assert meta["architecture"] == "llama" and meta["quantization"] == "F16" and meta["memory_estimate"] > 0, meta
 
 
 def test_model_by_id_unknown(server):

@@ -296,7 +296,8 @@ def test_unknown_path(server):
     e = assert_error(server.get("/v1/nothing"), 404, "invalid_request_error", code="not_found")
     assert "/v1/nothing" in e["message"]
     assert_error(server.post("/v2/chat/completions", chat_body()), 404)
-    assert_error(server.get("/"), 404)
+    assert_error(server.get("/index.html"), 404)
+    assert_error(server.post("/", chat_body()), 405)  # GET / is the status page
 
 
 @pytest.mark.parametrize("method,path,allow", [
