@@ -16,6 +16,11 @@
 #                    room for two (s5), GET /health and /v1/models under wrk
 #                    (s6), the 1/2/4/8-stream concurrency sweep (s7) and
 #                    four 10-turn chats sharing two slots (s8)
+#   --matrix         the equal-slot matrix: 1, 4 and 8 streams x 64 and 256
+#                    tokens out, 128-token prompts, both servers with
+#                    --parallel = streams (corral also --max-concurrent), one
+#                    summary table of the ratios (tok/s, TTFT p50, ITL p99);
+#                    with --big also on the 1.1B model (m-cN-oT scenarios)
 #   --quick          fewer requests per scenario (smoke test, noisy figures)
 #   --only S         run only scenario S (s1 .. s8, or one sweep level such as
 #                    s7-c4); repeatable; an extended scenario named here runs
@@ -58,7 +63,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 OUT=$ROOT/bench/out
 THREADS=$(nproc 2>/dev/null || echo 2)
-BIG=0 EXTENDED=0 QUICK=0 DO_BUILD=1 DO_CORRAL=1 DO_LLAMA=1 DO_CEILING=1
+BIG=0 EXTENDED=0 MATRIX=0 QUICK=0 DO_BUILD=1 DO_CORRAL=1 DO_LLAMA=1 DO_CEILING=1
 ONLY=()
 REPEAT=1 WAIT_QUIET=0
 QUIET_LOAD=${QUIET_LOAD:-1.0}
@@ -74,6 +79,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --big) BIG=1 ;;
         --extended) EXTENDED=1 ;;
+        --matrix) MATRIX=1 ;;
         --quick) QUICK=1 ;;
         --only) shift; ONLY+=("${1:?--only needs a scenario}") ;;
         --no-build) DO_BUILD=0 ;;
@@ -345,6 +351,15 @@ for spec in "${EXT_SCEN[@]}"; do
         SCEN+=("$spec")
     fi
 done
+# the equal-slot matrix (--matrix, or --only m-cN-oT)
+for n in 1 4 8; do
+    for t in 64 256; do
+        sid="m-c$n-o$t"
+        if [ $MATRIX -eq 1 ] || named "$sid"; then
+            SCEN+=("$sid|matrix: $n stream$([ "$n" -gt 1 ] && echo s), 128-token prompts, $t out|$n|1024|--$ENDPOINT --concurrency $n --prompt-tokens 128 --max-tokens $t")
+        fi
+    done
+done
 WRK_BIN=${WRK_BIN:-$( [ -x /usr/bin/wrk ] && echo /usr/bin/wrk || command -v wrk || true)}
 [ -n "$WRK_BIN" ] && [ ! -x "$WRK_BIN" ] && WRK_BIN="" # counts as missing
 
@@ -358,7 +373,7 @@ counts() { # scenario model -> "requests warmup"
     # before the measured turns. s7-cN:
     # N streams; full runs 3 requests per stream (at least 4), warmup N.
     local s=$1 m=$2 n
-    case $s in s7-c*) n=${s#s7-c} ;; esac
+    case $s in s7-c*) n=${s#s7-c} ;; m-c*) n=${s#m-c}; n=${n%%-*}; s=s7-c$n ;; esac
     if [ $QUICK -eq 1 ]; then
         case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4|s8) echo "40 4" ;; s5) echo "6 0" ;;
                    s7-c*) echo "$((n < 2 ? 2 : n)) 1" ;; esac
@@ -737,6 +752,7 @@ def load(m, s, k):
     return best
 
 sweep = [(int(s[0][len("s7-c"):]), s[0]) for s in scen if s[0].startswith("s7-c")]
+matrix = [s[0] for s in scen if s[0].startswith("m-c")]
 
 if mode == "sweep":
     m = sys.argv[4]
@@ -881,7 +897,29 @@ def sweep_summary(m):
     out.append(f"- plot: `{rel(plot)}`" if plot else "- plot: none (see notes)")
     out.append("")
 
+def matrix_summary(m):
+    cells = [(sid, load(m, sid, "llama"), load(m, sid, "corral")) for sid in matrix]
+    cells = [c for c in cells if c[1] is not None or c[2] is not None]
+    if not cells:
+        return
+    out.append(f"## {m} · equal-slot matrix (ratios corral / llama-server)")
+    out.append("")
+    out.append("128-token prompts; each server started per cell with --parallel = streams (corral also "
+               "--max-concurrent). Targets: tok/s >= 1.00 in every cell, ITL p99 <= 1.5 and TTFT p50 <= 0.70 "
+               "at 8 streams. Per-cell tables follow.")
+    out.append("")
+    out.append("| streams | out | tok/s llama-server | tok/s corral | tok/s | TTFT p50 | ITL p50 | ITL p99 |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    pick = {r[0]: r for r in rows}
+    for sid, b, a in cells:
+        n, t = sid[len("m-c"):].split("-o")
+        out.append(f"| {n} | {t} | {cell(b, pick['aggregate tok/s'])} | {cell(a, pick['aggregate tok/s'])} | "
+                   f"{ratio(a, b, pick['aggregate tok/s'])} | {ratio(a, b, pick['TTFT p50 ms'])} | "
+                   f"{ratio(a, b, pick['ITL p50 ms'])} | {ratio(a, b, pick['ITL p99 ms'])} |")
+    out.append("")
+
 for m in models:
+    matrix_summary(m)
     done_sweep = False
     for s in scen:
         sid, title = s[0], s[1]

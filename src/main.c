@@ -44,7 +44,7 @@ static void usage(FILE *f) {
             "  --ctx N               context tokens per sequence (default 2048)\n"
             "  --batch N             tokens per decode step (default 512)\n"
             "  --n-gpu-layers N      layers to offload to a GPU (default 0)\n"
-            "  --flash-attn MODE     auto, on or off (default auto: on with a GPU, off on the CPU)\n"
+            "  --flash-attn MODE     auto, on or off (default auto: on)\n"
             "  --prompt-cache SIZE   host memory per model for finished sequences' KV (default auto; 0 = off)\n"
             "  --queue-size N        requests allowed to wait per model (default 64)\n"
             "  --max-concurrent N    generations the host runs at once, all models together\n"

@@ -209,7 +209,7 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     cp.n_seq_max = (uint32_t)e->n_slots;
     cp.n_threads = cp.n_threads_batch = p->threads;
     cp.kv_unified = false;
-    bool fa = p->flash_attn == 1 || (p->flash_attn != 0 && p->n_gpu_layers > 0);
+    bool fa = p->flash_attn != 0; /* auto: on (llama_engine.h says why) */
     cp.flash_attn_type = fa ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
     cp.no_perf = true;
     e->ctx = llama_init_from_model(e->model, cp);

@@ -17,10 +17,11 @@ struct llama_engine_params {
     int batch;                 /* tokens per decode step */
     int threads;               /* CPU threads for decoding */
     int n_gpu_layers;          /* layers to offload (0 on CPU builds) */
-    int flash_attn;            /* 1 on, 0 off, else auto: on when layers are
-                                * offloaded, off on the CPU (llama.cpp's CPU
-                                * flash attention decodes slower once a
-                                * sequence holds more than ~128 tokens) */
+    int flash_attn;            /* 1 on, 0 off, else auto: on (measured on the
+                                * CPU too: prompts +10..30%, 8 batched streams
+                                * +8..26%; one stream decodes 2-5% slower past
+                                * ~512 tokens of context, 4-10% faster below
+                                * ~256; see bench/RESULTS.md) */
     size_t prompt_cache;       /* bytes of finished sequences' KV kept in host
                                 * memory for later prompts that share a prefix;
                                 * 0 = none */
