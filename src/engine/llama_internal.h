@@ -117,6 +117,9 @@ struct llama_engine {
     int n_ctx_slot;
     int n_batch; /* most tokens in one decode call (logical batch) */
     int n_chunk; /* most prompt tokens per step while other slots generate */
+    /* streams that ended together (llama_sched.c: gathering their clients' next requests) */
+    int64_t last_end_us;
+    int ended_together;
     int threads;
     int max_piece; /* longest token text in bytes, for quick prompt-size bounds */
     size_t out_cap;

@@ -123,6 +123,40 @@ static llama_token llama_engine__sample_grammar(struct llama_engine *e, struct s
 
 /* --------------------------------------------------------------- scheduler */
 
+/* Streams that end in the same step usually belong to clients that send
+ * their next request as soon as they have their answer (agents, batch
+ * jobs, benchmarks). When several ended together and nothing generates,
+ * the first of their next requests waits up to LLAMA_GATHER_US for the
+ * others, so their prompts are computed in one step and the streams stay
+ * in step; otherwise the first starts alone and the others' prompts, a
+ * moment later, stall its tokens (measured: ITL p99 4.9x llama-server's at
+ * 8 streams x 64 out without it). A lone request never waits. */
+#define LLAMA_GATHER_END_US 20000 /* ends this close count as together */
+#define LLAMA_GATHER_US 5000      /* the longest wait for the rest */
+
+/* Whether to wait a moment for more arrivals before computing prompts. */
+static bool llama_engine__gather(struct llama_engine *e, int64_t *until) {
+    if (e->ended_together < 2) return false;
+    int prompts = 0;
+    for (int i = 0; i < e->n_slots; i++) {
+        if (e->slots[i].state == SLOT_GEN) return false; /* someone would wait on it */
+        prompts += e->slots[i].state == SLOT_PROMPT;
+    }
+    int64_t now = time_now_us();
+    if (prompts == 0 || prompts >= e->ended_together || prompts >= e->n_slots ||
+        now - e->last_end_us > LLAMA_GATHER_END_US + LLAMA_GATHER_US) {
+        e->ended_together = 0;
+        return false;
+    }
+    if (!*until) *until = now + LLAMA_GATHER_US;
+    if (now >= *until) {
+        e->ended_together = 0;
+        *until = 0;
+        return false;
+    }
+    return true;
+}
+
 
 /* Hand released text to the request, with its tokens' logprob records. */
 static int llama_engine__push(struct slot *s, const char *text, size_t n) {
@@ -133,6 +167,11 @@ static int llama_engine__push(struct slot *s, const char *text, size_t n) {
  * and `cache` stay for prefix reuse. */
 static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum engine_finish finish,
                                    const struct corral_err *err) {
+    if (s->req && !err) {
+        int64_t now = time_now_us();
+        e->ended_together = now - e->last_end_us <= LLAMA_GATHER_END_US ? e->ended_together + 1 : 1;
+        e->last_end_us = now;
+    }
     if (s->req) {
         if (!err && s->n_decoded > 0) { /* release text held back for a stop string */
             buf_reset(&s->emit);
@@ -432,7 +471,7 @@ static void llama_engine__release_omp(void) {
 
 void *llama_engine__run(void *arg) {
     struct llama_engine *e = arg;
-    int64_t last_poll = 0;
+    int64_t last_poll = 0, gather_until = 0;
     for (;;) {
         /* 1. admission: the queued requests that may start now, each with
          *    a permit; with nothing to decode, sleep until there is news */
@@ -462,6 +501,13 @@ void *llama_engine__run(void *arg) {
             admit_wait(&e->admit, seen, -1);
             continue;
         }
+
+        if (!e->embed.req && llama_engine__gather(e, &gather_until)) {
+            int64_t left_ms = (gather_until - time_now_us() + 999) / 1000;
+            admit_wait(&e->admit, seen, left_ms > 0 ? (int)left_ms : 1);
+            continue;
+        }
+        gather_until = 0;
 
         /* an embedding batch goes one chunk per step, between decodes, so
          * generating streams keep stepping */
