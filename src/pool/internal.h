@@ -110,6 +110,7 @@ struct pool_model {
     uint64_t measured;
     int64_t load_ms;
     int64_t last_used_ms;
+    int64_t evicted_ms; /* when it was last evicted to make room (0 = never) */
     int64_t fail_until_ms;
     int64_t backoff_ms;
     int64_t keep_alive_ms;

@@ -63,6 +63,7 @@ static struct lru_entry *pool__lru_view(struct pool *p) {
          * ones leave by themselves once their requests end */
         v[i].resident = local && m->state == M_READY;
         v[i].counted = local && (m->engine || (m->state == M_LOADING && m->est));
+        v[i].refault = m->evicted_ms && time_now_ms() - m->evicted_ms < LRU_REFAULT_MS;
     }
     return v;
 }
@@ -187,6 +188,7 @@ static int pool__make_room(struct pool *p, struct pool_model *m, uint64_t need, 
             char why[96];
             snprintf(why, sizeof why, "making room for %.60s", m->id);
             struct engine *e = pool__detach(p, p->models[vi], M_UNLOADED, why);
+            p->models[vi]->evicted_ms = time_now_ms();
             p->evictions++;
             pthread_mutex_unlock(&p->mu);
             engine_free(e);

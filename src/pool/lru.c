@@ -20,10 +20,14 @@ bool lru_fits(const struct lru_entry *e, size_t n, uint64_t need, uint64_t budge
 }
 
 long lru_victim(const struct lru_entry *e, size_t n, size_t except) {
-    long best = -1;
+    long lru = -1, mru = -1;
+    int64_t latest = 0;
     for (size_t i = 0; i < n; i++) {
+        if (e[i].last_used_ms > latest) latest = e[i].last_used_ms;
         if (i == except || !e[i].resident || e[i].pins > 0) continue;
-        if (best < 0 || e[i].last_used_ms < e[best].last_used_ms) best = (long)i;
+        if (lru < 0 || e[i].last_used_ms < e[lru].last_used_ms) lru = (long)i;
+        if (mru < 0 || e[i].last_used_ms > e[mru].last_used_ms) mru = (long)i;
     }
-    return best;
+    bool thrashing = except < n && e[except].refault && lru >= 0 && latest - e[lru].last_used_ms <= LRU_HOT_MS;
+    return thrashing ? mru : lru;
 }
