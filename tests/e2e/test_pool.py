@@ -73,7 +73,9 @@ def test_round_robin_three_models_budget_for_two(make_server, three_models, one_
         # the process stays within the budget plus the runtime's own overhead
         assert _rss(srv.proc.pid) <= rss_base + budget + (64 << 20)
     pool = srv.health()["pool"]
-    assert pool["evictions"] >= 6, pool  # each new model past the second evicts one
+    # LRU would load on every request (9 loads, 7 evictions); a cycle keeps one model resident and
+    # every other request finds its model
+    assert pool["loads"] <= 7 and 3 <= pool["evictions"] <= 5, pool
     assert pool["load_failures"] == 0
 
 
