@@ -87,6 +87,7 @@ struct lg_opts {
     long timeout_s;
     uint64_t seed;
     const char *label;
+    const char *trace; /* --trace FILE: every measured gap as "seconds<TAB>gap ms<TAB>slot" */
 };
 
 static void usage(FILE *f)
@@ -111,6 +112,9 @@ static void usage(FILE *f)
         "  --extra-json '{...}'    merge these fields into every request body\n"
         "  --no-ignore-eos         do not send \"ignore_eos\": true\n"
         "  --warmup N              unmeasured requests first (default 0)\n"
+        "  --trace FILE            write every measured inter-token gap as a line\n"
+        "                          \"SECONDS<TAB>GAP_MS<TAB>STREAM\" (seconds since the\n"
+        "                          first measured request), for a plot over time\n"
         "  --timeout S             per-request timeout in seconds (default 600)\n"
         "  --seed N                prompt word seed (default 1)\n"
         "  --label TEXT            label echoed in the report\n"
@@ -176,6 +180,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
         else if (!strcmp(a, "--warmup")) { NUM(0, 100000); o->warmup = (int)n; }
         else if (!strcmp(a, "--timeout")) { NUM(1, 86400); o->timeout_s = n; }
         else if (!strcmp(a, "--seed")) { NUM(0, LONG_MAX); o->seed = (uint64_t)n; }
+        else if (!strcmp(a, "--trace") && i + 1 < argc) o->trace = argv[++i];
         else if (!strcmp(a, "--prompt-file")) { NEED_VAL(); o->prompt_file = v; }
         else if (!strcmp(a, "--api-key")) { NEED_VAL(); o->api_key = v; }
         else if (!strcmp(a, "--extra-json")) { NEED_VAL(); o->extra_json = v; }
@@ -497,6 +502,7 @@ struct lg_run {
     long issued, target;     /* requests issued / to issue in this phase */
     long conv_next;          /* next conversation index */
     bool warmup;
+    FILE *trace;             /* --trace, or NULL */
     struct lg_stats st;
 };
 
@@ -566,6 +572,9 @@ static void on_sse_data(struct lg_run *run, struct lg_slot *s, const char *data,
                 s->t_first = t;
             } else if (s->n_itl < s->cap_itl) {
                 s->itl[s->n_itl++] = (t - s->t_last) * 1e3;
+                if (run->trace && !s->warmup)
+                    fprintf(run->trace, "%.4f\t%.3f\t%ld\n", t - run->st.t_first_start, (t - s->t_last) * 1e3,
+                            (long)(s - run->slots));
             }
             s->t_last = t;
             s->chunks++;
@@ -1169,6 +1178,10 @@ int main(int argc, char **argv)
     run.st.itl.cap = itl_need < LG_ITL_RESERVOIR ? (size_t)itl_need : LG_ITL_RESERVOIR;
     run.st.itl.v = calloc(run.st.itl.cap ? run.st.itl.cap : 1, sizeof(double));
     run.st.itl.rng = 0x1234567;
+    if (o.trace && !(run.trace = fopen(o.trace, "w"))) {
+        fprintf(stderr, "corral-loadgen: cannot write %s\n", o.trace);
+        return 2;
+    }
     if (!run.endpoint_url || !run.multi || !run.slots || !run.st.ttft || !run.st.e2e ||
         !run.st.stream_tps || !run.st.itl.v) {
         fprintf(stderr, "corral-loadgen: out of memory\n");
@@ -1250,6 +1263,7 @@ out:
     free(run.st.ttft);
     free(run.st.e2e);
     free(run.st.stream_tps);
+    if (run.trace) fclose(run.trace);
     free(run.st.itl.v);
     for (int i = 0; i < run.st.n_errmsgs; i++)
         free(run.st.errmsgs[i]);

@@ -589,9 +589,12 @@ run_one() { # kind scenario-spec model-name rep -> $RUN_DIR/<model>-<s>-<kind>.r
         run_wrk "$port" "$base"
     else
         log "$mname $sid $kind: loadgen ($nreq requests, $nwarm warmup)"
+        # 8-stream runs keep every gap over time, for the ITL-over-time plot
+        local trace=()
+        case $sid in s2|s7-c8|m-c8-*) trace=(--trace "$base.itl.tsv") ;; esac
         # shellcheck disable=SC2086
         "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --model bench --requests "$nreq" \
-            --warmup "$nwarm" --label "$mname-$sid-$kind" --json $largs ${LOADGEN_ARGS:-} \
+            --warmup "$nwarm" --label "$mname-$sid-$kind" --json $largs ${LOADGEN_ARGS:-} "${trace[@]}" \
             >"$base.json" 2>"$base.loadgen.err"
         rc=$?
     fi
@@ -1027,6 +1030,20 @@ if notes:
 print("\n".join(out))
 PY
 )
+
+# ITL over time for the traced 8-stream runs (first repeat of each server)
+GNUPLOT_BIN=${GNUPLOT_BIN:-$(command -v gnuplot || true)}
+for ctrace in "$RUN_DIR"/*-corral.r1.itl.tsv; do
+    [ -s "$ctrace" ] || continue
+    ltrace=${ctrace%-corral.r1.itl.tsv}-llama.r1.itl.tsv
+    [ -s "$ltrace" ] || continue
+    svg=${ctrace%-corral.r1.itl.tsv}-itl.svg
+    name=$(basename "${ctrace%-corral.r1.itl.tsv}")
+    if [ -n "$GNUPLOT_BIN" ] && "$GNUPLOT_BIN" -e "corral='$ctrace'; llama='$ltrace'; outfile='$svg'; title='$name: inter-token gaps over time'" \
+            "$ROOT/bench/itl.gp" >"$RUN_DIR/gnuplot-itl-$name.log" 2>&1 && [ -s "$svg" ]; then
+        NOTES+=("ITL over time, $name: $(basename "$RUN_DIR")/$(basename "$svg")")
+    fi
+done
 
 # s7: the sweep's data file and plot, one per model (the first model's are
 # sweep.dat / throughput.<fmt>, copied to bench/out/latest-throughput.<fmt>)

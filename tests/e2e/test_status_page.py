@@ -80,7 +80,10 @@ class Browser:
     def wait(self, expr, timeout=15.0, what=None):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            v = self.js(expr)
+            try:
+                v = self.js(expr)
+            except AssertionError:  # the page is not there yet (still about:blank, or loading)
+                v = None
             if v:
                 return v
             time.sleep(0.1)
@@ -104,6 +107,8 @@ def test_status_page_in_chromium(make_server, mkmodel):
     try:
         b.call("Page.enable")
         b.call("Page.navigate", url=srv.base + "/")
+        b.wait("location.href.startsWith(%s) && document.readyState === 'complete'" % json.dumps(srv.base),
+               what="the page loaded")
         # an API key is set: the page asks for it
         b.wait("document.getElementById('key').classList.contains('show')", what="the API key form")
         b.js("document.getElementById('keyin').value = %s; document.getElementById('keyform')"
