@@ -8,7 +8,16 @@
 
 if (!exists("outfile")) outfile = 'itl.svg'
 if (!exists("title")) title = 'inter-token gaps over time'
-set terminal svg size 900,480 dynamic font 'sans,12' background rgb 'white'
+n = strlen(outfile)
+if (n > 4 && outfile[n-3:n] eq '.png') {
+    if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {
+        set terminal pngcairo size 900,480 font 'sans,11'
+    } else {
+        set terminal png size 900,480
+    }
+} else {
+    set terminal svg size 900,480 dynamic font 'sans,12' background rgb 'white'
+}
 set output outfile
 set title title noenhanced
 set xlabel 'seconds since the first measured request'

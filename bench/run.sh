@@ -1037,7 +1037,7 @@ for ctrace in "$RUN_DIR"/*-corral.r1.itl.tsv; do
     [ -s "$ctrace" ] || continue
     ltrace=${ctrace%-corral.r1.itl.tsv}-llama.r1.itl.tsv
     [ -s "$ltrace" ] || continue
-    svg=${ctrace%-corral.r1.itl.tsv}-itl.svg
+    svg=${ctrace%-corral.r1.itl.tsv}-itl.$PLOT_FMT
     name=$(basename "${ctrace%-corral.r1.itl.tsv}")
     if [ -n "$GNUPLOT_BIN" ] && "$GNUPLOT_BIN" -e "corral='$ctrace'; llama='$ltrace'; outfile='$svg'; title='$name: inter-token gaps over time'" \
             "$ROOT/bench/itl.gp" >"$RUN_DIR/gnuplot-itl-$name.log" 2>&1 && [ -s "$svg" ]; then
