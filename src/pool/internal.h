@@ -48,6 +48,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "pool/estimate.h"
 #include "pool/pool.h"
 
 #define POOL_OUT_CAP (4u << 20)
@@ -107,6 +108,8 @@ struct pool_model {
     size_t n_pending;
     uint64_t est;      /* bytes counted in the pool's `used` while loading or holding an engine; 0 otherwise */
     uint64_t est_last; /* the last estimate made, for display */
+    struct estimate est_cache; /* the header's estimate, for reloads of an unchanged file */
+    int est_cache_slots;       /* the slots it was made for; 0 = none */
     uint64_t measured;
     int64_t load_ms;
     int64_t last_used_ms;

@@ -292,9 +292,19 @@ static void pool__load(struct pool *p, struct pool_model *m) {
                                      .prompt_cache = p->cfg->prompt_cache == CONFIG_SIZE_AUTO ? ESTIMATE_CACHE_AS_KV
                                                                                               : p->cfg->prompt_cache};
         char eerr[256];
-        pthread_mutex_unlock(&p->mu);
-        int erc = estimate_gguf(m->path, &ep, &est, eerr, sizeof eerr);
-        pthread_mutex_lock(&p->mu);
+        int erc = 0;
+        /* a reload of the same file (a swap) reuses the header's estimate */
+        if (m->est_cache_slots == m->slots && m->file_size && !pool__file_changed(m)) {
+            est = m->est_cache;
+        } else {
+            pthread_mutex_unlock(&p->mu);
+            erc = estimate_gguf(m->path, &ep, &est, eerr, sizeof eerr);
+            pthread_mutex_lock(&p->mu);
+            if (erc == 0) {
+                m->est_cache = est;
+                m->est_cache_slots = m->slots;
+            }
+        }
         if (erc != 0) {
             corral_err_set(&err, CORRAL_UNAVAILABLE, "model", "model '%s' (%s): %s", m->id, m->path, eerr);
             goto failed;
