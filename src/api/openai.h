@@ -81,6 +81,10 @@ char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, 
                         bool role_delta, const char *text, size_t text_len, const char *finish_reason,
                         bool include_usage_null, const struct engine_usage *usage, bool choices_empty,
                         json_t *logprobs);
+/* A chat chunk of choice `index` whose delta holds fields (reasoning_content,
+ * content, tool_calls, ...; taken over, NULL = out of memory: returns NULL). */
+char *api_chunk_json_delta(const char *id, int64_t created, const char *model, int index, json_t *fields,
+                           bool include_usage_null, json_t *logprobs);
 /* One choice of a whole response; logprobs: a reference the builder takes (NULL = null). */
 struct api_choice {
     const char *text;

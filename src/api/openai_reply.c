@@ -276,10 +276,11 @@ char *api_chunk_json(enum engine_kind kind, const char *id, int64_t created, con
                              include_usage_null, usage, choices_empty, NULL);
 }
 
-char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model, int index,
+/* A chunk; fields (taken over, may be NULL) join a chat chunk's delta. */
+static char *chunk_json(enum engine_kind kind, const char *id, int64_t created, const char *model, int index,
                         bool role_delta, const char *text, size_t text_len, const char *finish_reason,
                         bool include_usage_null, const struct engine_usage *usage, bool choices_empty,
-                        json_t *logprobs)
+                        json_t *logprobs, json_t *fields)
 {
     bool chat = kind == ENGINE_CHAT;
     json_t *root =
@@ -297,7 +298,8 @@ char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, 
             if (!delta)
                 goto fail;
             if ((role_delta && put(delta, "role", json_string("assistant")) < 0) ||
-                (text && put(delta, "content", json_str(text, text_len)) < 0)) {
+                (text && put(delta, "content", json_str(text, text_len)) < 0) ||
+                (fields && json_object_update(delta, fields) < 0)) {
                 json_decref(delta);
                 goto fail;
             }
@@ -327,13 +329,35 @@ char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, 
         if (put(root, "usage", json_null()) < 0)
             goto fail;
     }
+    json_decref(fields);
     return dump_json(root);
 fail:
+    json_decref(fields);
     json_decref(logprobs);
     json_decref(choice);
     json_decref(choices);
     json_decref(root);
     return NULL;
+}
+
+char *api_chunk_json_lp(enum engine_kind kind, const char *id, int64_t created, const char *model, int index,
+                        bool role_delta, const char *text, size_t text_len, const char *finish_reason,
+                        bool include_usage_null, const struct engine_usage *usage, bool choices_empty,
+                        json_t *logprobs)
+{
+    return chunk_json(kind, id, created, model, index, role_delta, text, text_len, finish_reason, include_usage_null,
+                      usage, choices_empty, logprobs, NULL);
+}
+
+char *api_chunk_json_delta(const char *id, int64_t created, const char *model, int index, json_t *fields,
+                           bool include_usage_null, json_t *logprobs)
+{
+    if (!fields) {
+        json_decref(logprobs);
+        return NULL;
+    }
+    return chunk_json(ENGINE_CHAT, id, created, model, index, false, NULL, 0, NULL, include_usage_null, NULL, false,
+                      logprobs, fields);
 }
 
 /* ------------------------------------------------------------------ logprobs */

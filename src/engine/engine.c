@@ -61,6 +61,7 @@ struct engine_req {
     size_t pushed; /* output bytes pushed so far (guarded by mu) */
     struct engine_extra *extras; /* guarded by mu */
     size_t n_extras, cap_extras;
+    _Atomic bool any_extra; /* a record was ever pushed: the per-chunk check skips the lock otherwise */
     int32_t **lists;
     size_t *list_lens;
     size_t n_lists;
@@ -76,6 +77,7 @@ struct engine_req *engine_req_new(struct engine_input *in, size_t out_cap) {
     atomic_init(&r->refs, 1);
     atomic_init(&r->cancelled, false);
     atomic_init(&r->fd, -1);
+    atomic_init(&r->any_extra, false);
     r->created_us = r->queued_us = time_now_us();
     r->max_wait_ms = -1;
     r->in = *in;
@@ -422,6 +424,7 @@ int engine_req_push_extra(struct engine_req *r, char *json) {
     }
     if (r->n_extras < r->cap_extras) {
         r->extras[r->n_extras++] = (struct engine_extra){.at = r->pushed, .json = json};
+        atomic_store(&r->any_extra, true);
         json = NULL;
         rc = 0;
         engine_req__wake(r, ENGINE_PARK_OUTPUT);
@@ -432,6 +435,7 @@ int engine_req_push_extra(struct engine_req *r, char *json) {
 }
 
 size_t engine_req_next_extra(struct engine_req *r) {
+    if (!atomic_load(&r->any_extra)) return SIZE_MAX; /* in-process engines never push any */
     pthread_mutex_lock(&r->mu);
     size_t at = r->n_extras ? r->extras[0].at : SIZE_MAX;
     pthread_mutex_unlock(&r->mu);
@@ -440,6 +444,7 @@ size_t engine_req_next_extra(struct engine_req *r) {
 
 char *engine_req_take_extra(struct engine_req *r, size_t upto) {
     char *json = NULL;
+    if (!atomic_load(&r->any_extra)) return NULL;
     pthread_mutex_lock(&r->mu);
     if (r->n_extras && r->extras[0].at <= upto) {
         json = r->extras[0].json;

@@ -188,6 +188,11 @@ int pool_estimate(struct pool *p, const char *id, uint64_t *bytes) {
     pthread_mutex_lock(&p->mu);
     struct pool_model *m = pool__find(p, id);
     bool llama = m && m->backend == POOL_LLAMA;
+    if (llama && m->est_cache_slots == m->slots && m->file_size && !pool__file_changed(m)) {
+        *bytes = m->est_cache.total_bytes; /* the loader's, for this file */
+        pthread_mutex_unlock(&p->mu);
+        return 0;
+    }
     char path[4096] = "";
     struct estimate_params ep = {0};
     if (llama) {

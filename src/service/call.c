@@ -296,16 +296,7 @@ static bool svc__thinks(struct svc_call *c, struct svc_choice *ch) {
 /* A chat chunk whose delta holds fields (reasoning_content, content,
  * tool_calls; taken over). Takes over logprobs. */
 static char *svc__delta_chunk(struct svc_call *c, int i, json_t *fields, json_t *logprobs) {
-    char *j = api_chunk_json_lp(c->kind, c->id, c->created, c->model, i, false, NULL, 0, NULL, c->include_usage,
-                                NULL, false, logprobs);
-    json_t *root = j ? json_loads(j, 0, NULL) : NULL;
-    free(j);
-    json_t *delta = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "delta");
-    int rc = delta && fields ? json_object_update(delta, fields) : -1;
-    json_decref(fields);
-    char *out = rc == 0 ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    return out;
+    return api_chunk_json_delta(c->id, c->created, c->model, i, fields, c->include_usage, logprobs);
 }
 
 /* A chat chunk whose delta is reasoning text. Takes over logprobs. */
