@@ -14,15 +14,16 @@
 #   --extended       also run the extended scenarios: shared ~1000-token
 #                    system prompt (s3), 10-turn chats (s4), three models with
 #                    room for two (s5), GET /health and /v1/models under wrk
-#                    (s6), the 1/2/4/8-stream concurrency sweep (s7) and
-#                    four 10-turn chats sharing two slots (s8)
+#                    (s6), the 1/2/4/8-stream concurrency sweep (s7),
+#                    four 10-turn chats sharing two slots (s8) and 1500-token
+#                    prompts joining 6 generating streams (s9)
 #   --matrix         the equal-slot matrix: 1, 4 and 8 streams x 64 and 256
 #                    tokens out, 128-token prompts, both servers with
 #                    --parallel = streams (corral also --max-concurrent), one
 #                    summary table of the ratios (tok/s, TTFT p50, ITL p99);
 #                    with --big also on the 1.1B model (m-cN-oT scenarios)
 #   --quick          fewer requests per scenario (smoke test, noisy figures)
-#   --only S         run only scenario S (s1 .. s8, or one sweep level such as
+#   --only S         run only scenario S (s1 .. s9, or one sweep level such as
 #                    s7-c4); repeatable; an extended scenario named here runs
 #                    without --extended
 #   --plot FMT       format of the s7 plot: svg (default) or png
@@ -326,6 +327,7 @@ EXT_SCEN=(
   "s4|4 streams, 10-turn chats (history resent each turn), 64 out per turn|4|4096|--chat --concurrency 4 --turns 10 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
   "s8|4 10-turn chats over 2 slots (each turn usually finds its slot taken by another chat), 64 out per turn|2|4096|--chat --concurrency 4 --turns 10 --prompt-tokens 128 --turn-tokens 32 --max-tokens 64"
   "s5|three models, memory budget for two, round robin (1 stream, 32-token prompts, 16 out)|1|512|--completions --concurrency 1 --models a,b,c --prompt-tokens 32 --max-tokens 16"
+  "s9|6 streams generating (128-token prompts, 256 out) while 1500-token prompts join one at a time (16 out)|8|2048|--completions --concurrency 6 --prompt-tokens 128 --max-tokens 256"
   "s6|GET /health and GET /v1/models under wrk ($WRK_THREADS threads, $WRK_CONNECTIONS connections, ${WRK_DURATION} s each)|8|1024|"
   "s7|concurrency sweep|0|1024|"
 )
@@ -380,6 +382,7 @@ counts() { # scenario model -> "requests warmup"
         return
     fi
     [ "$s" = s5 ] && { echo "12 0"; return; }
+    [ "$s" = s9 ] && { echo "12 0"; return; }
     if [ "$m" = 1.1b ]; then
         case $s in s1) echo "2 1" ;; s2) echo "8 2" ;; s3) echo "8 2" ;; s4|s8) echo "40 4" ;;
                    s7-c*) echo "$((n < 2 ? 2 : n)) $(((n + 3) / 4))" ;; esac
@@ -592,11 +595,21 @@ run_one() { # kind scenario-spec model-name rep -> $RUN_DIR/<model>-<s>-<kind>.r
         # 8-stream runs keep every gap over time, for the ITL-over-time plot
         local trace=()
         case $sid in s2|s7-c8|m-c8-*) trace=(--trace "$base.itl.tsv") ;; esac
+        # s9: the joining long prompts, from a second client started once
+        # the streams run; the streams' gaps are the point
+        local join_pid=""
+        if [ "$sid" = s9 ]; then
+            (sleep 1; exec "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --model bench --requests 6 \
+                --label "$mname-$sid-$kind-join" --json --completions --concurrency 1 --prompt-tokens 1500 \
+                --max-tokens 16 --seed 7 ${LOADGEN_ARGS:-} >"$base.join.json" 2>"$base.join.err") &
+            join_pid=$!
+        fi
         # shellcheck disable=SC2086
         "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --model bench --requests "$nreq" \
             --warmup "$nwarm" --label "$mname-$sid-$kind" --json $largs ${LOADGEN_ARGS:-} "${trace[@]}" \
             >"$base.json" 2>"$base.loadgen.err"
         rc=$?
+        if [ -n "$join_pid" ]; then wait "$join_pid" || rc=3; fi
     fi
     cut -d' ' -f1 /proc/loadavg >>"$base.load" 2>/dev/null
     [ $rc -ne 0 ] && log "$mname $sid $kind: loadgen exit $rc (3 = some requests failed)"
@@ -729,6 +742,10 @@ def load_one(p):
     ok, pt = get(d, "requests", "ok"), d.get("prompt_tokens")
     if ok and pt:  # mean prompt tokens per request, as the server counted them
         d["_prompt_per_req"] = pt / ok
+    try:  # s9: the joining prompts' own report
+        d["_join"] = json.load(open(p[:-5] + ".join.json"))
+    except (OSError, ValueError):
+        pass
     try:  # s5: model loads / evictions after the run
         sw = json.load(open(p[:-5] + ".swaps.json"))
         d["_swaps"] = sw
@@ -806,6 +823,14 @@ rows = [
 rows_s5 = [("wall s", ("wall_s",), False, "{:.2f}") if r[0] == "wall s" else r for r in rows]
 rows_s5.insert(rows_s5.index(next(r for r in rows_s5 if r[0] == "wall s")) + 1,
                ("model loads / evictions", ("_swaps_text",), None, "{}"))
+# s9 (long prompts joining running streams): the streams' gaps, their
+# longest one, and the joining prompts' time to first token
+rows_s9 = [r for r in rows if r[0] not in ("E2E p50 ms", "prompt tokens / request")]
+rows_s9.insert(rows_s9.index(next(r for r in rows_s9 if r[0] == "ITL p99 ms")) + 1,
+               ("ITL max ms", ("itl_ms", "max"), False, "{:.1f}"))
+rows_s9[1:1] = [("joining prompts: TTFT p50 ms", ("_join", "ttft_ms", "p50"), False, "{:.0f}"),
+                ("joining prompts: TTFT max ms", ("_join", "ttft_ms", "max"), False, "{:.0f}"),
+                ("joining prompts: requests ok", ("_join", "requests", "ok"), None, "{}")]
 # s6 (wrk): requests/s and latency per endpoint; "requests ok / failed" adds
 # up both endpoints (failed = socket errors + non-2xx answers)
 rows_s6 = [("requests ok / failed", None, None, None)]
@@ -952,7 +977,11 @@ for m in models:
                        + (f", {cfg['system_prompt_tokens']}-word shared system prompt"
                           if cfg.get('system_prompt_tokens') else ""))
             out.append("")
-        srows = rows_s5 if sid == "s5" else rows_s6 if sid == "s6" else rows
+        srows = rows_s5 if sid == "s5" else rows_s6 if sid == "s6" else rows_s9 if sid == "s9" else rows
+        if sid == "s9":
+            out.append("The stream rows are the 6 generating streams'; the joining prompts come from a "
+                       "second client, one at a time, from 1 s into the run (6 requests; no warmup, so that they overlap the measured streams).")
+            out.append("")
         if sid == "s5":
             sw = get(a, "_swaps") or {}
             budget = sw.get("memory_budget")
