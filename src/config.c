@@ -85,6 +85,7 @@ static const struct opt server_opts[] = {
     SOPT("parallel", "CORRAL_PARALLEL", "--parallel", OPT_INT, parallel, 1, 256),
     SOPT("ctx", "CORRAL_CTX", "--ctx", OPT_INT, ctx, 16, 1048576),
     SOPT("batch", "CORRAL_BATCH", "--batch", OPT_INT, batch, 16, 65536),
+    SOPT("prompt_stall_ms", "CORRAL_PROMPT_STALL_MS", "--prompt-stall-ms", OPT_INT, prompt_stall_ms, 0, 600000),
     SOPT("n_gpu_layers", "CORRAL_N_GPU_LAYERS", "--n-gpu-layers", OPT_INT, n_gpu_layers, 0,
          100000),
     SOPT("flash_attn", "CORRAL_FLASH_ATTN", "--flash-attn", OPT_AUTO_BOOL, flash_attn, 0, 0),
@@ -550,6 +551,7 @@ void config_defaults(struct config *cfg)
     cfg->parallel = 4;
     cfg->ctx = 2048;
     cfg->batch = 512;
+    cfg->prompt_stall_ms = 200;
     cfg->n_gpu_layers = 0;
     cfg->flash_attn = CONFIG_AUTO;
     cfg->prompt_cache = CONFIG_SIZE_AUTO;

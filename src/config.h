@@ -7,8 +7,8 @@
  *
  * INI layout:
  *   [server]          host, port, threads, parallel, ctx, api_key, admin_api_key, queue_size,
- *                     body_limit, http_threads, log_level, n_gpu_layers, batch, flash_attn,
- *                     prompt_cache,
+ *                     body_limit, http_threads, log_level, n_gpu_layers, batch,
+ *                     prompt_stall_ms, flash_attn, prompt_cache,
  *                     models_dir, memory_budget, max_models, keep_alive,
  *                     load_timeout, max_concurrent, queue_timeout,
  *                     pressure_file, meminfo_file, state_dir,
@@ -27,6 +27,7 @@
  *   CORRAL_PARALLEL, CORRAL_CTX, CORRAL_API_KEY, CORRAL_QUEUE_SIZE,
  *   CORRAL_BODY_LIMIT, CORRAL_HTTP_THREADS, CORRAL_LOG_LEVEL,
  *   CORRAL_N_GPU_LAYERS, CORRAL_FLASH_ATTN, CORRAL_PROMPT_CACHE, CORRAL_BATCH,
+ *   CORRAL_PROMPT_STALL_MS,
  *   CORRAL_MODELS_DIR,
  *   CORRAL_MEMORY_BUDGET, CORRAL_MAX_MODELS, CORRAL_KEEP_ALIVE,
  *   CORRAL_LOAD_TIMEOUT, CORRAL_QUEUE_TIMEOUT, CORRAL_PRESSURE_FILE,
@@ -41,7 +42,7 @@
  * Flags (for `corral serve`): --config FILE, --model ID=PATH (repeatable),
  *   --preload ID (repeatable), --host, --port, --threads, --parallel, --ctx,
  *   --api-key, --queue-size, --body-limit, --http-threads, --log-level,
- *   --n-gpu-layers, --flash-attn, --prompt-cache, --batch, --models-dir, --memory-budget, --max-models,
+ *   --n-gpu-layers, --flash-attn, --prompt-cache, --batch, --prompt-stall-ms, --models-dir, --memory-budget, --max-models,
  *   --keep-alive, --load-timeout, --max-concurrent, --queue-timeout,
  *   --pressure-file, --meminfo-file, --cors-origins, --allowed-hosts,
  *   --header-timeout, --body-timeout, --max-connections,
@@ -110,9 +111,12 @@ struct config {
     int parallel;        /* slots per model; default 4; 1..256 */
     int ctx;             /* context tokens per slot; default 2048; 16..1048576 */
     int batch;           /* tokens per decode step; default 512; 16..65536 */
+    int prompt_stall_ms; /* how long a step carrying prompt tokens may take
+                          * while streams generate (at least 8 of their
+                          * steps); default 200; 0 = one `batch` chunk a
+                          * step, however long; 0..600000 */
     int n_gpu_layers;    /* default 0 (99 = all); 0..100000 */
-    int flash_attn;      /* 0 off, 1 on, CONFIG_AUTO (default): off on the
-                          * CPU, on when layers are offloaded */
+    int flash_attn;      /* 0 off, 1 on, CONFIG_AUTO (default): on */
     size_t prompt_cache; /* bytes of finished sequences' KV kept per model
                           * in host memory; 0 = off; CONFIG_SIZE_AUTO
                           * (default) = as much as the model's KV cache,

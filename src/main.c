@@ -43,6 +43,8 @@ static void usage(FILE *f) {
             "  --parallel N          concurrent sequences per model (default 4)\n"
             "  --ctx N               context tokens per sequence (default 2048)\n"
             "  --batch N             tokens per decode step (default 512)\n"
+            "  --prompt-stall-ms N   longest step with prompt work while streams generate\n"
+            "                        (default 200, at least 8 of their steps; 0 = one batch a step)\n"
             "  --n-gpu-layers N      layers to offload to a GPU (default 0)\n"
             "  --flash-attn MODE     auto, on or off (default auto: on)\n"
             "  --prompt-cache SIZE   host memory per model for finished sequences' KV (default auto; 0 = off)\n"

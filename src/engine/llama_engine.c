@@ -200,6 +200,7 @@ struct engine *llama_engine_open(const struct llama_engine_params *p, struct cor
     }
     e->n_slots = p->parallel;
     e->n_chunk = p->batch;
+    e->stall_us = p->prompt_stall_ms > 0 ? p->prompt_stall_ms * 1000.0 : 0;
     e->n_batch = p->batch > LLAMA_ENGINE_MAX_BATCH ? p->batch : LLAMA_ENGINE_MAX_BATCH;
 
     struct llama_context_params cp = llama_context_default_params();

@@ -15,6 +15,9 @@ struct llama_engine_params {
     int parallel;              /* sequence slots (the pool passes min(parallel, host capacity)) */
     int ctx;                   /* context tokens per slot (capped at the model's training context) */
     int batch;                 /* tokens per decode step */
+    int prompt_stall_ms;       /* longest step with prompt tokens while
+                                * streams generate (llama_sched.c); 0 = a
+                                * `batch` chunk a step */
     int threads;               /* CPU threads for decoding */
     int n_gpu_layers;          /* layers to offload (0 on CPU builds) */
     int flash_attn;            /* 1 on, 0 off, else auto: on (measured on the

@@ -15,6 +15,7 @@
 #include "engine/admit.h"
 #include "engine/llama_engine.h"
 #include "engine/pcache.h"
+#include "engine/stepcost.h"
 #include "engine/stopmatch.h"
 #include "util/buf.h"
 
@@ -120,6 +121,8 @@ struct llama_engine {
     /* streams that ended together (llama_sched.c: gathering their clients' next requests) */
     int64_t last_end_us;
     int ended_together;
+    struct stepcost cost; /* measured step costs, for the prompt budget (engine/stepcost.h) */
+    double stall_us;      /* the prompt_stall_ms bound; 0 = none */
     int threads;
     int max_piece; /* longest token text in bytes, for quick prompt-size bounds */
     size_t out_cap;

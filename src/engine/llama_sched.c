@@ -131,8 +131,42 @@ static llama_token llama_engine__sample_grammar(struct llama_engine *e, struct s
  * in step; otherwise the first starts alone and the others' prompts, a
  * moment later, stall its tokens (measured: ITL p99 4.9x llama-server's at
  * 8 streams x 64 out without it). A lone request never waits. */
-#define LLAMA_GATHER_END_US 20000 /* ends this close count as together */
+#define LLAMA_GATHER_END_US 20000 /* ends this close count as together (or 1.5 steps) */
 #define LLAMA_GATHER_US 5000      /* the longest wait for the rest */
+
+/* Ends this close to the previous one count as together: streams that end
+ * in consecutive steps (a batch that drifted a step or two apart) too. */
+static int64_t llama_engine__end_window(const struct llama_engine *e) {
+    int64_t step = (int64_t)(1.5 * e->cost.step_us);
+    return step > LLAMA_GATHER_END_US ? step : LLAMA_GATHER_END_US;
+}
+
+/* A prompt that arrives while every generating stream is at most
+ * LLAMA_HOLD_STEPS tokens (and LLAMA_HOLD_US) from its max_tokens waits
+ * for them to end: joining now would stall their last tokens, and after
+ * them its prompt goes with their clients' next ones, in one step, so a
+ * batch that drifted apart (a request that came a moment early, prompts
+ * spread by the budget) falls back into step. A stream without a known
+ * end (no max_tokens) never holds a prompt. */
+#define LLAMA_HOLD_STEPS 4
+#define LLAMA_HOLD_US 100000
+
+static bool llama_engine__hold_prompts(const struct llama_engine *e) {
+    if (e->cost.step_us <= 0) return false;
+    int most = 0;
+    bool gen = false;
+    for (int i = 0; i < e->n_slots; i++) {
+        const struct slot *s = &e->slots[i];
+        if (s->state != SLOT_GEN) continue;
+        if (s->max_tokens == INT32_MAX) return false;
+        int left = s->max_tokens - s->n_decoded;
+        int room = e->n_ctx_slot - 1 - s->n_cache;
+        if (room < left) left = room;
+        if (left > most) most = left;
+        gen = true;
+    }
+    return gen && most <= LLAMA_HOLD_STEPS && most * e->cost.step_us <= LLAMA_HOLD_US;
+}
 
 /* Whether to wait a moment for more arrivals before computing prompts. */
 static bool llama_engine__gather(struct llama_engine *e, int64_t *until) {
@@ -144,7 +178,7 @@ static bool llama_engine__gather(struct llama_engine *e, int64_t *until) {
     }
     int64_t now = time_now_us();
     if (prompts == 0 || prompts >= e->ended_together || prompts >= e->n_slots ||
-        now - e->last_end_us > LLAMA_GATHER_END_US + LLAMA_GATHER_US) {
+        now - e->last_end_us > llama_engine__end_window(e) + LLAMA_GATHER_US) {
         e->ended_together = 0;
         return false;
     }
@@ -169,7 +203,7 @@ static void llama_engine__slot_end(struct llama_engine *e, struct slot *s, enum 
                                    const struct corral_err *err) {
     if (s->req && !err) {
         int64_t now = time_now_us();
-        e->ended_together = now - e->last_end_us <= LLAMA_GATHER_END_US ? e->ended_together + 1 : 1;
+        e->ended_together = now - e->last_end_us <= llama_engine__end_window(e) ? e->ended_together + 1 : 1;
         e->last_end_us = now;
     }
     if (s->req) {
@@ -533,12 +567,17 @@ void *llama_engine__run(void *arg) {
             s->i_batch = b->n_tokens;
             llama_engine__batch_add(b, s->last, s->n_cache, s->seq, true);
         }
-        /* While streams are generating, a prompt advances one chunk per
-         * step so it delays them by at most one chunk; when nothing is
-         * generating, nobody waits on a step and whole prompts go at once
-         * (streams admitted together then also stay in step). */
+        /* while streams generate, prompts join their steps a budget at a
+         * time (engine/stepcost.h); when nothing generates, nobody waits
+         * on a step and whole prompts go at once (streams admitted
+         * together then also stay in step) */
+        int n_gen = b->n_tokens;
         int budget = e->n_batch - b->n_tokens;
-        if (b->n_tokens > 0 && budget > e->n_chunk) budget = e->n_chunk;
+        if (n_gen > 0 && llama_engine__hold_prompts(e)) budget = 0;
+        if (n_gen > 0 && budget > 0) {
+            int cap = stepcost_budget(&e->cost, e->stall_us, e->n_chunk);
+            if (budget > cap) budget = cap;
+        }
         for (int i = 0; i < e->n_slots && budget > 0; i++) {
             struct slot *s = &e->slots[i];
             if (s->state != SLOT_PROMPT) continue;
@@ -571,8 +610,10 @@ void *llama_engine__run(void *arg) {
         /* 4. decode */
         int64_t t_dec = time_now_us();
         int rc = llama_decode(e->ctx, *b);
+        double dec_us = (double)(time_now_us() - t_dec);
+        if (rc == 0) stepcost_learn(&e->cost, n_gen, b->n_tokens - n_gen, dec_us);
         if (log_get_level() <= LOG_DEBUG)
-            log_debug("model %s: decoded %d tokens in %.1f ms", e->id, b->n_tokens, (time_now_us() - t_dec) / 1000.0);
+            log_debug("model %s: decoded %d tokens in %.1f ms", e->id, b->n_tokens, dec_us / 1000.0);
         if (rc != 0) {
             log_error("model %s: llama_decode failed (%d) on a batch of %d tokens", e->id, rc, b->n_tokens);
             struct corral_err err;

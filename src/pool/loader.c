@@ -242,6 +242,7 @@ static struct engine *pool__open(struct pool *p, struct pool_model *m, uint64_t 
         .parallel = m->slots,
         .ctx = m->cfg.ctx,
         .batch = m->cfg.batch,
+        .prompt_stall_ms = p->cfg->prompt_stall_ms,
         .threads = m->cfg.threads,
         .n_gpu_layers = m->cfg.n_gpu_layers,
         .flash_attn = m->cfg.flash_attn,

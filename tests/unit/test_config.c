@@ -121,6 +121,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.parallel, 4);
     assert_int_equal(cfg.ctx, 2048);
     assert_int_equal(cfg.batch, 512);
+    assert_int_equal(cfg.prompt_stall_ms, 200);
     assert_int_equal(cfg.n_gpu_layers, 0);
     assert_int_equal(cfg.queue_size, 64);
     assert_int_equal(cfg.body_limit, 8u * 1024 * 1024);
@@ -160,6 +161,7 @@ static const char *full_ini =
     "parallel = 8 ; inline comment\n"
     "ctx = 4096\n"
     "batch = 256\n"
+    "prompt_stall_ms = 0\n"
     "n_gpu_layers = 99\n"
     "queue_size = 0\n"
     "body_limit = 64k\n"
@@ -203,6 +205,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.parallel, 8);
     assert_int_equal(cfg.ctx, 4096);
     assert_int_equal(cfg.batch, 256);
+    assert_int_equal(cfg.prompt_stall_ms, 0);
     assert_int_equal(cfg.n_gpu_layers, 99);
     assert_int_equal(cfg.queue_size, 0);
     assert_int_equal(cfg.body_limit, 65536);
@@ -297,6 +300,7 @@ static void test_file_value_errors(void **state)
         {"[server]\nctx = 15\n", 2, "[server] ctx", "16..1048576, got \"15\""},
         {"[server]\nctx = 1048577\n", 2, "[server] ctx", "16..1048576"},
         {"[server]\nbatch = 65537\n", 2, "[server] batch", "16..65536, got \"65537\""},
+        {"[server]\nprompt_stall_ms = -1\n", 2, "[server] prompt_stall_ms", "0..600000"},
         {"[server]\nn_gpu_layers = -1\n", 2, "[server] n_gpu_layers", "0..100000"},
         {"[server]\nqueue_size = 100001\n", 2, "[server] queue_size", "0..100000"},
         {"[server]\nbody_limit = 512\n", 2, "[server] body_limit", "1K..1G, got \"512\""},
