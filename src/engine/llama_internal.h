@@ -76,6 +76,7 @@ struct slot {
     struct buf emit; /* scratch for text released this step */
 
     int64_t t_admit_us;
+    int64_t t_first_us; /* when its request's first token was sampled */
     int64_t last_used_us;
     bool copy_pending; /* its KV was just copied from another slot (applied at the next decode) */
     /* Waiting for another slot to compute a shared prefix, to copy it then:
