@@ -104,11 +104,10 @@ static enum corral_status parse_message(const json_t *m, size_t idx, struct engi
         return api__bad_type(err, path, "an object");
 
     api__path_fmt(path, sizeof path, "messages[%zu].role", idx);
-    json_t *role = api__opt_get(m, "role");
-    if (!role)
-        return api__missing(err, path);
-    if (!json_is_string(role))
-        return api__bad_type(err, path, "a string");
+    json_t *role;
+    enum corral_status rst = api__required(m, "role", JSON_STRING, path, &role, err);
+    if (rst != CORRAL_OK)
+        return rst;
     const char *r = json_string_value(role);
     const char *canon = NULL;
     for (size_t k = 0; k < sizeof chat_roles / sizeof chat_roles[0]; k++)

@@ -39,6 +39,17 @@ enum corral_status api__missing(struct corral_err *err, const char *param)
                           param);
 }
 
+enum corral_status api__required(const json_t *obj, const char *key, json_type type, const char *path,
+                                 json_t **out, struct corral_err *err)
+{
+    *out = api__opt_get(obj, key);
+    if (!*out)
+        return api__missing(err, path);
+    if (json_typeof(*out) != type)
+        return api__bad_type(err, path, type == JSON_OBJECT ? "an object" : "a string");
+    return CORRAL_OK;
+}
+
 enum corral_status api__no_memory(struct corral_err *err)
 {
     return corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");

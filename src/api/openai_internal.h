@@ -21,6 +21,10 @@ void api__path_fmt(char *dst, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 enum corral_status api__bad_type(struct corral_err *err, const char *param, const char *what);
 enum corral_status api__missing(struct corral_err *err, const char *param);
+/* obj[key] into *out, which must be there and be a JSON_STRING or a
+ * JSON_OBJECT; otherwise the error names path. */
+enum corral_status api__required(const json_t *obj, const char *key, json_type type, const char *path,
+                                 json_t **out, struct corral_err *err);
 enum corral_status api__no_memory(struct corral_err *err);
 char *api__dup_str(const char *s, size_t n, struct corral_err *err);
 enum corral_status api__get_float(const json_t *obj, const char *key, double lo, double hi, float *out, struct corral_err *err);

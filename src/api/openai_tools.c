@@ -62,23 +62,19 @@ static enum corral_status parse_tool(const json_t *t, size_t i, json_t **out, st
     if (!json_is_object(t))
         return api__bad_type(err, path, "an object");
     api__path_fmt(path, sizeof path, "tools[%zu].type", i);
-    json_t *type = api__opt_get(t, "type");
-    if (!type)
-        return api__missing(err, path);
-    if (!json_is_string(type))
-        return api__bad_type(err, path, "a string");
+    json_t *type, *fn;
+    enum corral_status st = api__required(t, "type", JSON_STRING, path, &type, err);
+    if (st != CORRAL_OK)
+        return st;
     if (strcmp(json_string_value(type), "function") != 0)
         return corral_err_set(err, CORRAL_INVALID_REQUEST, path,
                               "tool type '%.64s' is not supported; only 'function' tools are", json_string_value(type));
     api__path_fmt(path, sizeof path, "tools[%zu].function", i);
-    json_t *fn = api__opt_get(t, "function");
-    if (!fn)
-        return api__missing(err, path);
-    if (!json_is_object(fn))
-        return api__bad_type(err, path, "an object");
+    if ((st = api__required(t, "function", JSON_OBJECT, path, &fn, err)) != CORRAL_OK)
+        return st;
     api__path_fmt(path, sizeof path, "tools[%zu].function.name", i);
     json_t *name = api__opt_get(fn, "name");
-    enum corral_status st = tool_name(name, path, err);
+    st = tool_name(name, path, err);
     if (st != CORRAL_OK)
         return st;
     json_t *desc = api__opt_get(fn, "description");
@@ -252,18 +248,14 @@ static enum corral_status parse_call(const json_t *c, const char *base, size_t j
     api__path_fmt(path, sizeof path, "%s[%zu].id", base, j);
     if (id && !json_is_string(id))
         return api__bad_type(err, path, "a string");
-    json_t *fn = api__opt_get(c, "function");
+    json_t *fn, *name;
     api__path_fmt(path, sizeof path, "%s[%zu].function", base, j);
-    if (!fn)
-        return api__missing(err, path);
-    if (!json_is_object(fn))
-        return api__bad_type(err, path, "an object");
-    json_t *name = api__opt_get(fn, "name");
+    enum corral_status rst = api__required(c, "function", JSON_OBJECT, path, &fn, err);
+    if (rst != CORRAL_OK)
+        return rst;
     api__path_fmt(path, sizeof path, "%s[%zu].function.name", base, j);
-    if (!name)
-        return api__missing(err, path);
-    if (!json_is_string(name))
-        return api__bad_type(err, path, "a string");
+    if ((rst = api__required(fn, "name", JSON_STRING, path, &name, err)) != CORRAL_OK)
+        return rst;
     json_t *args = api__opt_get(fn, "arguments");
     api__path_fmt(path, sizeof path, "%s[%zu].function.arguments", base, j);
     json_t *astr = NULL;

@@ -581,9 +581,11 @@ void *llama_engine__run(void *arg) {
         /* 3. build the batch: generating slots first, then prompt chunks */
         struct llama_batch *b = &e->batch;
         b->n_tokens = 0;
+        int n_prompts = 0;
         for (int i = 0; i < e->n_slots; i++) {
             struct slot *s = &e->slots[i];
             s->i_batch = -1;
+            n_prompts += s->state == SLOT_PROMPT;
             if (s->state != SLOT_GEN) continue;
             s->i_batch = b->n_tokens;
             llama_engine__batch_add(b, s->last, s->n_cache, s->seq, true);
@@ -593,8 +595,8 @@ void *llama_engine__run(void *arg) {
          * on a step and whole prompts go at once (streams admitted
          * together then also stay in step) */
         int n_gen = b->n_tokens;
-        int budget = e->n_batch - b->n_tokens;
-        if (n_gen > 0 && llama_engine__hold_prompts(e)) budget = 0;
+        int budget = n_prompts > 0 ? e->n_batch - b->n_tokens : 0;
+        if (n_gen > 0 && budget > 0 && llama_engine__hold_prompts(e)) budget = 0;
         if (n_gen > 0 && budget > 0 && llama_engine__joins_streams(e)) {
             int cap = stepcost_budget(&e->cost, e->stall_us, e->n_chunk);
             if (budget > cap) budget = cap;
