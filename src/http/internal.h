@@ -26,6 +26,7 @@ struct ws_hub;
 
 struct http_server {
     struct MHD_Daemon *d;
+    int quiesced_fd; /* the listener after http_server_drain, closed once the daemon stopped; -1 = none */
     struct service *svc;
     struct guard guard;
     struct conns *conns;

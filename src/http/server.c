@@ -467,6 +467,7 @@ struct http_server *http_server_start(const struct http_server_params *p, struct
         corral_err_set(err, CORRAL_NOMEM, NULL, "out of memory");
         return NULL;
     }
+    s->quiesced_fd = -1;
     s->svc = p->svc;
     s->body_limit = p->body_limit;
     s->max_rpc_message = p->max_rpc_message ? p->max_rpc_message : p->body_limit;
@@ -557,13 +558,20 @@ int http_server_port(const struct http_server *s) { return s->port; }
 void http_server_drain(struct http_server *s) {
     if (!s || !s->d) return;
     MHD_socket fd = MHD_quiesce_daemon(s->d);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    if (fd == MHD_INVALID_SOCKET) return;
+    /* Stop listening now, so new connections are refused, but close the
+     * descriptor only after MHD_stop_daemon: its worker threads may still be
+     * taking it out of their epoll sets, and a number closed under them
+     * could be reused by the next socket (ThreadSanitizer saw the race). */
+    shutdown(fd, SHUT_RDWR);
+    s->quiesced_fd = fd;
 }
 
 void http_server_stop(struct http_server *s) {
     if (!s) return;
     http__rpc_close_all(s); /* upgraded connections must be closed before the daemon stops */
     if (s->d) MHD_stop_daemon(s->d);
+    if (s->quiesced_fd >= 0) close(s->quiesced_fd);
     service_set_http_stats(s->svc, NULL, NULL); /* nothing can ask any more */
     conns_free(s->conns);
     guard_free(&s->guard);
